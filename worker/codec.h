@@ -1,0 +1,108 @@
+/*
+ * Avro encoding and decoding of the records of customer.requests and
+ * customer.events.
+ *
+ * Framing (SPEC §3): without a Schema Registry, Avro single-object encoding
+ * (0xC3 0x01, little-endian CRC-64-AVRO fingerprint of the record schema's
+ * Parsing Canonical Form, then the Avro binary record).  With a registry,
+ * Confluent framing (0x00, big-endian int32 schema id, Avro binary).  The
+ * reader recognises both by the first byte; until a registry is attached,
+ * a Confluent-framed value is CODEC_UNKNOWN_SCHEMA.
+ *
+ * Decoding never trusts the bytes: every length is checked against what is
+ * left before anything is allocated, and trailing bytes are an error.  A
+ * struct codec is not thread-safe: one per thread.
+ */
+#ifndef MW_CODEC_H
+#define MW_CODEC_H
+
+#include "arena.h"
+#include "error.h"
+#include "mw.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct codec;
+
+/* Why a value did not decode; names are the dlq.reason values of SPEC §8. */
+enum codec_status {
+    CODEC_OK = 0,
+    CODEC_EMPTY_VALUE,         /* "empty-value": null or zero-length */
+    CODEC_BAD_MAGIC,           /* "bad-magic" */
+    CODEC_UNKNOWN_SCHEMA,      /* "unknown-schema" */
+    CODEC_SCHEMA_INCOMPATIBLE, /* "schema-incompatible" */
+    CODEC_CORRUPT_AVRO,        /* "corrupt-avro", trailing bytes too */
+    CODEC_WRONG_RECORD_TYPE,   /* "wrong-record-type" */
+    CODEC_OVERSIZE,            /* "oversize": over MW_MAX_MESSAGE_BYTES */
+    CODEC_STATUS_COUNT
+};
+
+/* Returns the dlq.reason text of a status ("bad-magic"). Can't fail. */
+const char *codec_status_name(enum codec_status status);
+
+/*
+ * Parses the compiled-in schemas (see codec_schema_json) and prepares
+ * writers and readers.  Returns NULL and fills err if a schema does not
+ * parse (a build defect).
+ */
+struct codec *codec_new(struct mw_error *err);
+
+/* Frees the codec; NULL does nothing. */
+void codec_destroy(struct codec *codec);
+
+/*
+ * Decodes one framed value.  On CODEC_OK, rec is filled with strings
+ * allocated from arena (valid until the arena is reset).  On any other
+ * status, err->msg says what was wrong in a sentence fit for dlq.error.
+ * Never crashes on any input.
+ */
+enum codec_status codec_decode(struct codec *codec, const void *buf,
+                               size_t len, struct mw_arena *arena,
+                               struct mw_record *rec, struct mw_error *err);
+
+/*
+ * Encodes rec in single-object framing.  On success returns 0 and points
+ * *out at *out_len bytes allocated from arena.  Returns -1 and fills err
+ * when a value does not fit its schema (a caller's defect, e.g. an enum
+ * out of range).
+ */
+int codec_encode(struct codec *codec, const struct mw_record *rec,
+                 struct mw_arena *arena, const void **out, size_t *out_len,
+                 struct mw_error *err);
+
+/*
+ * Writes the bytes that identify a request's content for idempotency: the
+ * Avro binary of the request with requested_at set to 0 (SPEC §8:
+ * "different content" is any field but requested_at).  The caller hashes
+ * them.  Returns 0, or -1 with err filled.
+ */
+int codec_request_identity(struct codec *codec, const struct mw_record *rec,
+                           struct mw_arena *arena, const void **out,
+                           size_t *out_len, struct mw_error *err);
+
+/*
+ * Returns the JSON text of the schema of a record type, of a topic union
+ * ("customer.requests", "customer.events") or of a named type
+ * ("mesh.provisioning.RejectionCode"), or NULL if there is none.  The text
+ * is static.
+ */
+const char *codec_schema_json(const char *name);
+
+/* Returns the CRC-64-AVRO fingerprint of a record type's schema. */
+uint64_t codec_fingerprint(const struct codec *codec, enum mw_record_type type);
+
+/*
+ * Computes the CRC-64-AVRO (Rabin) fingerprint of len bytes.  Can't fail.
+ * Exposed for tests against the Avro specification's vectors.
+ */
+uint64_t codec_crc64_avro(const void *buf, size_t len);
+
+/*
+ * Writes the Parsing Canonical Form of a schema given as JSON text into a
+ * malloc'ed string the caller frees.  Returns NULL and fills err on a
+ * schema that does not parse.
+ */
+char *codec_canonical_form(const char *schema_json, struct mw_error *err);
+
+#endif

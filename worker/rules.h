@@ -1,0 +1,50 @@
+/*
+ * The form's rules (SPEC §2 and §8) as pure functions: no I/O, no clock,
+ * no global state.  A request is either valid, and then normalised
+ * (domains lower-case A-labels without trailing dot, delivery destination
+ * lower-case), or rejected with every failing field at once.
+ */
+#ifndef MW_RULES_H
+#define MW_RULES_H
+
+#include "arena.h"
+#include "mw.h"
+
+/*
+ * Checks req.  Returns 0 when valid, with *out a normalised copy whose
+ * strings come from arena.  Returns 1 when rejected, with rej holding one
+ * error per failing rule in field order (several per field when they are
+ * different codes).  Returns -1 only when arena is out of memory.
+ */
+int rules_check_request(const struct mw_request *req, struct mw_arena *arena,
+                        struct mw_request *out, struct mw_rejection *rej);
+
+/*
+ * Checks the fields of a termination request that need no database
+ * (request_id, msp_id, customer_id syntax, requested_by).  Returns 0 or 1
+ * as above.
+ */
+int rules_check_termination(const struct mw_termination_request *req,
+                            struct mw_rejection *rej);
+
+/*
+ * Normalises a domain name: lower case, trailing dot removed, Unicode
+ * converted to A-labels (IDNA2008 with UTS #46 mapping), host-name rules
+ * checked.  Returns the normalised name from arena, or NULL when the name
+ * is not a valid domain; then *why (if not NULL) points at a static
+ * sentence fragment saying what is wrong.
+ */
+const char *rules_normalize_domain(const char *name, struct mw_arena *arena,
+                                   const char **why);
+
+/* True when domain equals parent or lies below it on a label boundary. */
+bool rules_domain_is_under(const char *domain, const char *parent);
+
+/*
+ * Appends an error to rej (ignored once MW_MAX_REJECTION_ERRORS are held).
+ * The message is formatted into the error's buffer.
+ */
+void rules_add_error(struct mw_rejection *rej, const char *field, int code,
+                     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+#endif
