@@ -81,6 +81,12 @@ struct store_item {
      * from the arena given to store_batch_claim. */
     const char **taken_domains;
     size_t taken_domains_count;
+    /* STORE_REJECTED termination: MW_REJ_UNKNOWN_CUSTOMER,
+     * MW_REJ_NOT_CUSTOMER_OWNER or MW_REJ_ALREADY_TERMINATED. */
+    int termination_code;
+    /* STORE_SCHEDULED: the effective time recorded (now when null or in
+     * the past) and whether the customer was on trial. */
+    int64_t effective_at;
 };
 
 /* Where an outbox row goes. */
