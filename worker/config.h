@@ -1,0 +1,80 @@
+/*
+ * Configuration from MESH_WORKER_* environment variables (12-factor),
+ * validated once at start; read-only afterwards.  A variable ending in
+ * _FILE names a file holding the value (for secrets).  Every error names
+ * the variable and the value seen (secrets excepted).
+ */
+#ifndef MW_CONFIG_H
+#define MW_CONFIG_H
+
+#include "error.h"
+#include "log.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_MAX_KAFKA_PROPS 64
+
+struct config_kafka_prop {
+    char *name;  /* librdkafka property, e.g. "security.protocol" */
+    char *value; /* may be a secret: never log it */
+    int is_secret;
+};
+
+struct mw_config {
+    char *kafka_bootstrap_servers; /* NULL: embedded mock cluster */
+    char *database_url;            /* NULL: embedded PostgreSQL */
+    char *schema_registry_url;     /* NULL: single-object encoding */
+    char *data_dir;
+    char *topic_requests;
+    char *topic_events;
+    char *topic_dlq;
+    char *group_id;
+    char *http_addr; /* "" disables the HTTP server */
+    enum log_level log_level;
+    int64_t trial_period_ms;
+    int64_t trial_reminder_ms;
+    int64_t shutdown_timeout_ms;
+    int64_t scheduler_interval_ms;
+    int64_t outbox_retention_ms;
+    int batch_size;
+    int64_t batch_wait_ms;
+    int relay_batch_size;
+    int embedded_partitions;
+    size_t kafka_props_count;
+    struct config_kafka_prop kafka_props[CONFIG_MAX_KAFKA_PROPS];
+};
+
+/* One documented variable, for --help and the README. */
+struct config_var {
+    const char *name;
+    const char *default_value;
+    const char *meaning;
+};
+
+/* The documented variables, ending with a NULL name. */
+extern const struct config_var config_vars[];
+
+/*
+ * Reads the environment into cfg.  Returns 0, or -1 with err naming the
+ * variable (code MW_ERR_CONFIG).  On error cfg may be partly filled;
+ * config_free() it either way.
+ */
+int config_load(struct mw_config *cfg, struct mw_error *err);
+
+/* Frees what config_load allocated.  Can't fail. */
+void config_free(struct mw_config *cfg);
+
+/*
+ * Parses a duration: a whole number followed by ms, s, m, h or d, or "0".
+ * Returns 0 and sets *ms, or -1.
+ */
+int config_parse_duration(const char *s, int64_t *ms);
+
+/*
+ * Writes conninfo with any password replaced by "****" into out (size
+ * len), for logs and error messages.
+ */
+void config_redact_url(const char *conninfo, char *out, size_t len);
+
+#endif

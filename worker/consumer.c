@@ -1,0 +1,428 @@
+/*
+ * The consumer group on customer.requests.
+ *
+ * One thread polls, cuts a batch (up to MESH_WORKER_BATCH_SIZE messages,
+ * waiting at most MESH_WORKER_BATCH_WAIT once the first has arrived),
+ * hands it to process and, only when that returned 0, stores and commits
+ * the offsets.  Rebalance callbacks run inside poll, so between batches:
+ * a batch is always finished before its partitions are given up.
+ *
+ * When a batch fails, nothing of it is committed: every partition is
+ * paused and rewound to the batch's first offset, and the batch is tried
+ * again once the database answers.  Messages that arrive while paused are
+ * rewound too.  So a message is never skipped, only delayed.
+ */
+#include "consumer.h"
+
+#include "arena.h"
+#include "kafka.h"
+#include "log.h"
+#include "metrics.h"
+#include "store.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define POLL_MS 100
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+
+struct consumer {
+    const struct mw_config *cfg;
+    rd_kafka_t *rk;
+    struct process *process;
+    struct mw_arena *arena;
+    rd_kafka_message_t **batch;
+    struct process_msg *msgs;
+    int paused; /* processing failed: every partition is held */
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    struct consumer *c = opaque;
+    rd_kafka_error_t *error = NULL;
+
+    atomic_fetch_add(&mw_metrics.rebalances, 1);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        error = rd_kafka_incremental_assign(rk, parts);
+        if (c->paused)
+            rd_kafka_pause_partitions(rk, parts);
+        log_info("consumer", "partitions assigned",
+                 LF_INT("count", parts->cnt));
+    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        /* The batch in hand is finished; make its offsets durable. */
+        if (!c->paused)
+            rd_kafka_commit(rk, NULL, 0);
+        error = rd_kafka_incremental_unassign(rk, parts);
+        log_info("consumer", "partitions revoked",
+                 LF_INT("count", parts->cnt));
+    }
+    if (error != NULL) {
+        log_error("consumer", "could not change the assignment",
+                  LF_STR("error", rd_kafka_error_string(error)));
+        rd_kafka_error_destroy(error);
+    }
+    {
+        rd_kafka_topic_partition_list_t *assigned;
+
+        if (rd_kafka_assignment(rk, &assigned) == 0) {
+            atomic_store(&mw_metrics.assigned_partitions, assigned->cnt);
+            rd_kafka_topic_partition_list_destroy(assigned);
+        }
+    }
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason,
+                     void *opaque)
+{
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+        atomic_store(&mw_metrics.kafka_ready, 0);
+    log_warn("consumer", "kafka client error",
+             LF_STR("error", rd_kafka_err2name(err)), LF_STR("detail", reason));
+}
+
+struct consumer *consumer_new(const struct mw_config *cfg,
+                              const char *bootstrap, struct process *process,
+                              struct mw_error *err)
+{
+    struct consumer *c = calloc(1, sizeof(*c));
+    rd_kafka_conf_t *conf = NULL;
+    rd_kafka_topic_partition_list_t *topics;
+    rd_kafka_resp_err_t kerr;
+    char errstr[512];
+
+    if (c == NULL)
+        goto oom;
+    c->cfg = cfg;
+    c->process = process;
+    c->arena = arena_new();
+    c->batch = calloc((size_t)cfg->batch_size, sizeof(*c->batch));
+    c->msgs = calloc((size_t)cfg->batch_size, sizeof(*c->msgs));
+    if (c->arena == NULL || c->batch == NULL || c->msgs == NULL)
+        goto oom;
+    /* Our defaults first: MESH_WORKER_KAFKA_* may override any of them. */
+    conf = rd_kafka_conf_new();
+    if (kafka_conf_set(conf, "bootstrap.servers", bootstrap, err) < 0 ||
+        kafka_conf_set(conf, "group.id", cfg->group_id, err) < 0 ||
+        kafka_conf_set(conf, "partition.assignment.strategy",
+                       "cooperative-sticky", err) < 0 ||
+        kafka_conf_set(conf, "enable.auto.commit", "false", err) < 0 ||
+        kafka_conf_set(conf, "enable.auto.offset.store", "false", err) < 0 ||
+        kafka_conf_set(conf, "auto.offset.reset", "earliest", err) < 0 ||
+        kafka_conf_set(conf, "reconnect.backoff.max.ms", "1000", err) < 0 ||
+        kafka_conf_set(conf, "client.id", "mesh-worker", err) < 0)
+        goto fail;
+    for (size_t i = 0; i < cfg->kafka_props_count; i++) {
+        if (kafka_conf_set(conf, cfg->kafka_props[i].name,
+                           cfg->kafka_props[i].value, err) < 0)
+            goto fail;
+    }
+    rd_kafka_conf_set_opaque(conf, c);
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_error_cb(conf, on_error);
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (c->rk == NULL) {
+        mw_error_set(err, MW_ERR_CONFIG, false,
+                     "could not create the Kafka consumer");
+        mw_error_detail(err, "%s", errstr);
+        goto fail;
+    }
+    conf = NULL;
+    rd_kafka_poll_set_consumer(c->rk);
+    topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, cfg->topic_requests,
+                                      RD_KAFKA_PARTITION_UA);
+    kerr = rd_kafka_subscribe(c->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        mw_error_set(err, MW_ERR_KAFKA, false, "could not subscribe to %s",
+                     cfg->topic_requests);
+        mw_error_detail(err, "%s", rd_kafka_err2str(kerr));
+        goto fail;
+    }
+    return c;
+oom:
+    mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+fail:
+    if (conf != NULL)
+        rd_kafka_conf_destroy(conf);
+    consumer_destroy(c);
+    return NULL;
+}
+
+void consumer_destroy(struct consumer *c)
+{
+    if (c == NULL)
+        return;
+    if (c->rk != NULL) {
+        rd_kafka_consumer_close(c->rk);
+        rd_kafka_destroy(c->rk);
+    }
+    arena_destroy(c->arena);
+    free(c->batch);
+    free(c->msgs);
+    free(c);
+}
+
+/* Rewinds and pauses the partition of rkm so that it is read again. */
+static void rewind_message(struct consumer *c, const rd_kafka_message_t *rkm)
+{
+    rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_error_t *error;
+
+    rd_kafka_topic_partition_list_add(one, rd_kafka_topic_name(rkm->rkt),
+                                      rkm->partition)
+        ->offset = rkm->offset;
+    rd_kafka_pause_partitions(c->rk, one);
+    error = rd_kafka_seek_partitions(c->rk, one, 5000);
+    if (error != NULL) {
+        log_warn("consumer", "could not rewind a partition",
+                 LF_INT("partition", rkm->partition),
+                 LF_INT("offset", rkm->offset),
+                 LF_STR("error", rd_kafka_error_string(error)));
+        rd_kafka_error_destroy(error);
+    }
+    rd_kafka_topic_partition_list_destroy(one);
+}
+
+/* Pauses everything and rewinds each partition to its first batch offset. */
+static void hold_batch(struct consumer *c, size_t count)
+{
+    rd_kafka_topic_partition_list_t *assigned = NULL, *seek;
+    rd_kafka_error_t *error;
+
+    c->paused = 1;
+    if (rd_kafka_assignment(c->rk, &assigned) == 0) {
+        rd_kafka_pause_partitions(c->rk, assigned);
+        rd_kafka_topic_partition_list_destroy(assigned);
+    }
+    seek = rd_kafka_topic_partition_list_new((int)count);
+    for (size_t i = 0; i < count; i++) {
+        const rd_kafka_message_t *m = c->batch[i];
+        const char *topic = rd_kafka_topic_name(m->rkt);
+
+        if (rd_kafka_topic_partition_list_find(seek, topic, m->partition))
+            continue; /* the first message of a partition has the least */
+        rd_kafka_topic_partition_list_add(seek, topic, m->partition)->offset =
+            m->offset;
+    }
+    if (seek->cnt > 0) {
+        error = rd_kafka_seek_partitions(c->rk, seek, 5000);
+        if (error != NULL) {
+            log_warn("consumer", "could not rewind partitions",
+                     LF_STR("error", rd_kafka_error_string(error)));
+            rd_kafka_error_destroy(error);
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(seek);
+}
+
+static void resume_all(struct consumer *c)
+{
+    rd_kafka_topic_partition_list_t *assigned = NULL;
+
+    c->paused = 0;
+    if (rd_kafka_assignment(c->rk, &assigned) == 0) {
+        rd_kafka_resume_partitions(c->rk, assigned);
+        rd_kafka_topic_partition_list_destroy(assigned);
+    }
+}
+
+/* Stores offset+1 of the last message of each partition and commits. */
+static void commit_batch(struct consumer *c, size_t count)
+{
+    rd_kafka_topic_partition_list_t *offsets =
+        rd_kafka_topic_partition_list_new((int)count);
+    rd_kafka_resp_err_t kerr;
+
+    for (size_t i = 0; i < count; i++) {
+        const rd_kafka_message_t *m = c->batch[i];
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        rd_kafka_topic_partition_t *p =
+            rd_kafka_topic_partition_list_find(offsets, topic, m->partition);
+
+        if (p == NULL)
+            p = rd_kafka_topic_partition_list_add(offsets, topic,
+                                                  m->partition);
+        if (m->offset + 1 > p->offset)
+            p->offset = m->offset + 1;
+    }
+    kerr = rd_kafka_offsets_store(c->rk, offsets);
+    if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+        log_warn("consumer", "could not store offsets",
+                 LF_STR("error", rd_kafka_err2str(kerr)));
+    /* Asynchronous: a lost commit only means a redelivery, which is
+     * idempotent; a revocation commits synchronously. */
+    rd_kafka_commit(c->rk, NULL, 1);
+    rd_kafka_topic_partition_list_destroy(offsets);
+}
+
+/* Turns the polled messages into process_msg entries. */
+static int prepare_msgs(struct consumer *c, size_t count)
+{
+    arena_reset(c->arena);
+    for (size_t i = 0; i < count; i++) {
+        const rd_kafka_message_t *m = c->batch[i];
+        struct process_msg *pm = &c->msgs[i];
+        rd_kafka_headers_t *hdrs = NULL;
+        struct kafka_headers_buf hb;
+        rd_kafka_timestamp_type_t tstype;
+        const void *tp;
+        size_t tp_len;
+
+        memset(pm, 0, sizeof(*pm));
+        pm->topic = rd_kafka_topic_name(m->rkt);
+        pm->partition = m->partition;
+        pm->offset = m->offset;
+        pm->timestamp = rd_kafka_message_timestamp(m, &tstype);
+        pm->key = m->key;
+        pm->key_len = m->key_len;
+        pm->value = m->payload;
+        pm->value_len = m->len;
+        kafka_headers_init(&hb, c->arena);
+        if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            kafka_headers_add_all(&hb, hdrs) < 0)
+            return -1;
+        pm->headers = hb.buf;
+        pm->headers_len = hb.len;
+        if (kafka_header_get(m, "traceparent", &tp, &tp_len) == 0 && tp &&
+            tp_len <= MW_MAX_TRACEPARENT) {
+            pm->traceparent = arena_strndup(c->arena, tp, tp_len);
+            if (pm->traceparent == NULL)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static void destroy_batch(struct consumer *c, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        rd_kafka_message_destroy(c->batch[i]);
+}
+
+/* Polls one batch; returns the number of messages in c->batch. */
+static size_t poll_batch(struct consumer *c)
+{
+    size_t n = 0;
+    int64_t deadline = 0;
+
+    while (n < (size_t)c->cfg->batch_size) {
+        int timeout = POLL_MS;
+        rd_kafka_message_t *m;
+
+        if (n > 0) {
+            int64_t left = deadline - mono_ms();
+
+            timeout = left > 0 ? (int)left : 0;
+        }
+        m = rd_kafka_consumer_poll(c->rk, timeout);
+        if (m == NULL) {
+            if (n > 0 && timeout > 0)
+                continue; /* woken early: keep filling until the deadline */
+            break;
+        }
+        if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                log_warn("consumer", "consume error",
+                         LF_STR("error", rd_kafka_message_errstr(m)),
+                         LF_INT("partition", m->partition));
+            rd_kafka_message_destroy(m);
+            if (n == 0)
+                break;
+            continue;
+        }
+        atomic_store(&mw_metrics.kafka_ready, 1);
+        if (c->paused) {
+            /* Fetched before the pause took effect: read it again later. */
+            rewind_message(c, m);
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (n == 0)
+            deadline = mono_ms() + c->cfg->batch_wait_ms;
+        c->batch[n++] = m;
+    }
+    return n;
+}
+
+int consumer_run(struct consumer *c, volatile sig_atomic_t *stop,
+                 struct mw_error *err)
+{
+    int64_t backoff = BACKOFF_MIN_MS, retry_at = 0;
+
+    while (!*stop) {
+        size_t n;
+        struct process_stats stats;
+        struct mw_error perr;
+        int64_t started;
+
+        if (c->paused) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, POLL_MS);
+
+            if (m != NULL) {
+                if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+                    rewind_message(c, m);
+                rd_kafka_message_destroy(m);
+            }
+            if (mono_ms() < retry_at)
+                continue;
+            resume_all(c);
+            log_info("consumer", "resuming after a failed batch");
+        }
+        n = poll_batch(c);
+        if (n == 0)
+            continue;
+        started = mono_ms();
+        atomic_fetch_add(&mw_metrics.consumed, (long long)n);
+        mw_error_clear(&perr);
+        if (prepare_msgs(c, n) < 0) {
+            mw_error_set(&perr, MW_ERR_SYSTEM, true, "out of memory");
+        } else if (process_batch(c->process, c->msgs, n, &stats, &perr) == 0) {
+            commit_batch(c, n);
+            destroy_batch(c, n);
+            atomic_store(&mw_metrics.db_ready, 1);
+            metrics_observe_latency_us((mono_ms() - started) * 1000);
+            backoff = BACKOFF_MIN_MS;
+            log_debug("consumer", "batch committed", LF_INT("messages", n),
+                      LF_INT("created", stats.created),
+                      LF_INT("rejected", stats.rejected),
+                      LF_INT("dlq", stats.dlq));
+            continue;
+        }
+        /* Nothing of the batch is kept: hold it and try again later. */
+        atomic_fetch_add(&mw_metrics.batch_failures, 1);
+        if (perr.code == MW_ERR_DATABASE)
+            atomic_store(&mw_metrics.db_ready, 0);
+        log_error("consumer", "could not process a batch; will retry",
+                  LF_STR("error", perr.msg), LF_STR("detail", perr.detail),
+                  LF_INT("retriable", perr.retriable),
+                  LF_INT("messages", (int64_t)n),
+                  LF_INT("backoff_ms", backoff));
+        hold_batch(c, n);
+        destroy_batch(c, n);
+        retry_at = mono_ms() + backoff;
+        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+    /* Graceful stop: the last batch is done; make its offsets durable. */
+    if (!c->paused) {
+        rd_kafka_resp_err_t kerr = rd_kafka_commit(c->rk, NULL, 0);
+
+        if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR &&
+            kerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            log_warn("consumer", "could not commit offsets at shutdown",
+                     LF_STR("error", rd_kafka_err2str(kerr)));
+    }
+    (void)err;
+    return 0;
+}

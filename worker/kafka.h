@@ -1,0 +1,67 @@
+/*
+ * What the consumer, the relay and the CLI share about Kafka: client
+ * configuration from struct mw_config, and a compact byte form of message
+ * headers so that they can be kept in the outbox and replayed unchanged.
+ */
+#ifndef MW_KAFKA_H
+#define MW_KAFKA_H
+
+#include "arena.h"
+#include "config.h"
+#include "error.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stddef.h>
+
+/*
+ * Returns a new librdkafka configuration with bootstrap.servers set, every
+ * MESH_WORKER_KAFKA_* property applied and the worker's defaults for
+ * reconnect back-off.  Returns NULL with err naming the variable of a
+ * property librdkafka refuses.  The caller owns the result.
+ */
+rd_kafka_conf_t *kafka_conf_new(const struct mw_config *cfg,
+                                const char *bootstrap, struct mw_error *err);
+
+/*
+ * Sets one property; returns 0, or -1 with err filled (MW_ERR_CONFIG).
+ */
+int kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
+                   struct mw_error *err);
+
+/*
+ * Header blobs: for each header, a 2-byte big-endian name length, the
+ * name, a 4-byte big-endian value length (0xffffffff for a null value) and
+ * the value.
+ */
+struct kafka_headers_buf {
+    unsigned char *buf;
+    size_t len;
+    size_t cap;
+    struct mw_arena *arena;
+};
+
+/* Starts an empty blob whose bytes come from arena. */
+void kafka_headers_init(struct kafka_headers_buf *hb, struct mw_arena *arena);
+
+/* Appends a header; value NULL is a null value.  0, or -1 out of memory. */
+int kafka_headers_add(struct kafka_headers_buf *hb, const char *name,
+                      const void *value, ssize_t value_len);
+
+/* Appends every header of a consumed message.  0, or -1. */
+int kafka_headers_add_all(struct kafka_headers_buf *hb,
+                          const rd_kafka_headers_t *hdrs);
+
+/*
+ * Returns new librdkafka headers from a blob (NULL when the blob is empty
+ * or malformed).  The caller owns them (or hands them to producev).
+ */
+rd_kafka_headers_t *kafka_headers_unpack(const void *blob, size_t len);
+
+/*
+ * Finds a header's last value in a consumed message.  Returns 0 and sets
+ * *value and *len, or -1 when absent.
+ */
+int kafka_header_get(const rd_kafka_message_t *rkm, const char *name,
+                     const void **value, size_t *len);
+
+#endif

@@ -1,0 +1,65 @@
+/*
+ * One batch of consumed messages, from bytes to a committed transaction:
+ * decode (codec), validate (rules), provision and write the outcome events
+ * and DLQ entries to the outbox (store), all in one PostgreSQL transaction.
+ * Knows nothing of Kafka clients: the consumer hands it plain messages.
+ */
+#ifndef MW_PROCESS_H
+#define MW_PROCESS_H
+
+#include "codec.h"
+#include "config.h"
+#include "error.h"
+#include "store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct process;
+
+/* A consumed message; every pointer is borrowed for the call. */
+struct process_msg {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    int64_t timestamp; /* epoch ms, -1 when unknown */
+    const void *key;   /* NULL = null key */
+    size_t key_len;
+    const void *value; /* NULL = tombstone */
+    size_t value_len;
+    const void *headers; /* kafka_headers blob of the message's headers */
+    size_t headers_len;
+    const char *traceparent; /* NUL-terminated copy, or NULL */
+};
+
+/* What a batch did, for metrics and tests. */
+struct process_stats {
+    size_t created;
+    size_t rejected;
+    size_t duplicates;
+    size_t conflicts;
+    size_t dlq;
+    size_t scheduled;
+};
+
+/*
+ * Returns a processor that uses codec and store (both borrowed, both used
+ * only from the calling thread), or NULL with err.
+ */
+struct process *process_new(const struct mw_config *cfg, struct codec *codec,
+                            struct store *store, struct mw_error *err);
+
+/* Frees the processor; NULL does nothing. */
+void process_destroy(struct process *process);
+
+/*
+ * Handles count messages in one transaction.  Returns 0 once the outcome
+ * of every message is durable (only then may offsets be committed), or -1
+ * with err (err->retriable tells whether the same batch may succeed
+ * later); on -1 nothing of the batch was kept.
+ */
+int process_batch(struct process *process, const struct process_msg *msgs,
+                  size_t count, struct process_stats *stats,
+                  struct mw_error *err);
+
+#endif
