@@ -1,0 +1,327 @@
+/*
+ * Embedded defaults: librdkafka's mock cluster and a private PostgreSQL.
+ *
+ * The PostgreSQL cluster lives in <data dir>/postgresql and listens on a
+ * Unix socket in <data dir>/run only, so it never collides with another
+ * server on the machine.  Programs are run with fork/exec and an argument
+ * vector, never through a shell.  Only a server this process started is
+ * stopped on exit.
+ */
+#include "embedded.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+struct embedded_kafka {
+    rd_kafka_t *rk;
+    rd_kafka_mock_cluster_t *mcluster;
+    char *bootstraps;
+};
+
+struct embedded_kafka *embedded_kafka_start(const struct mw_config *cfg,
+                                            struct mw_error *err)
+{
+    struct embedded_kafka *ek = calloc(1, sizeof(*ek));
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char errstr[512];
+    const char *topics[3] = {cfg->topic_requests, cfg->topic_events,
+                             cfg->topic_dlq};
+
+    if (ek == NULL) {
+        rd_kafka_conf_destroy(conf);
+        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        return NULL;
+    }
+    /* The mock cluster needs a client handle for its logging only. */
+    rd_kafka_conf_set(conf, "log_level", "3", NULL, 0);
+    ek->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (ek->rk == NULL) {
+        mw_error_set(err, MW_ERR_KAFKA, false,
+                     "could not start the embedded Kafka");
+        mw_error_detail(err, "%s", errstr);
+        free(ek);
+        return NULL;
+    }
+    ek->mcluster = rd_kafka_mock_cluster_new(ek->rk, 1);
+    if (ek->mcluster == NULL) {
+        mw_error_set(err, MW_ERR_KAFKA, false,
+                     "could not start the embedded Kafka");
+        embedded_kafka_stop(ek);
+        return NULL;
+    }
+    for (int i = 0; i < 3; i++) {
+        int partitions = i == 2 ? 1 : cfg->embedded_partitions;
+        rd_kafka_resp_err_t kerr =
+            rd_kafka_mock_topic_create(ek->mcluster, topics[i], partitions, 1);
+
+        if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            mw_error_set(err, MW_ERR_KAFKA, false,
+                         "could not create topic %s in the embedded Kafka",
+                         topics[i]);
+            mw_error_detail(err, "%s", rd_kafka_err2str(kerr));
+            embedded_kafka_stop(ek);
+            return NULL;
+        }
+    }
+    ek->bootstraps = strdup(rd_kafka_mock_cluster_bootstraps(ek->mcluster));
+    return ek;
+}
+
+const char *embedded_kafka_bootstraps(const struct embedded_kafka *ek)
+{
+    return ek->bootstraps;
+}
+
+void embedded_kafka_stop(struct embedded_kafka *ek)
+{
+    if (ek == NULL)
+        return;
+    if (ek->mcluster != NULL)
+        rd_kafka_mock_cluster_destroy(ek->mcluster);
+    if (ek->rk != NULL)
+        rd_kafka_destroy(ek->rk);
+    free(ek->bootstraps);
+    free(ek);
+}
+
+struct embedded_pg {
+    char bindir[PATH_MAX];
+    char pgdata[PATH_MAX + 32];
+    char rundir[PATH_MAX + 32];
+    char logfile[PATH_MAX + 32];
+    char conninfo[PATH_MAX + 128];
+    const char *run_as; /* "postgres" when we are root, else NULL */
+    int started;        /* we started it, so we stop it */
+};
+
+/* Finds the newest /usr/lib/postgresql/N/bin holding pg_ctl. */
+static int find_bindir(char *out, size_t len)
+{
+    glob_t g;
+    int best = -1;
+
+    if (glob("/usr/lib/postgresql/*/bin/pg_ctl", 0, NULL, &g) != 0)
+        return -1;
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        int version = atoi(g.gl_pathv[i] + strlen("/usr/lib/postgresql/"));
+
+        if (version > best) {
+            best = version;
+            snprintf(out, len, "/usr/lib/postgresql/%d/bin", version);
+        }
+    }
+    globfree(&g);
+    return best < 0 ? -1 : 0;
+}
+
+/*
+ * Runs argv (argv[0] a program in pg->bindir), as the postgres user when
+ * root, with output appended to the log file.  Returns the exit status, or
+ * -1 when it could not be run.
+ */
+static int run(const struct embedded_pg *pg, char *const argv[])
+{
+    char program[PATH_MAX + 64];
+    pid_t pid;
+    int status;
+
+    snprintf(program, sizeof(program), "%s/%s", pg->bindir, argv[0]);
+    pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int fd = open(pg->logfile, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+            close(fd);
+        }
+        if (pg->run_as != NULL) {
+            const struct passwd *pw = getpwnam(pg->run_as);
+
+            if (pw == NULL || setgid(pw->pw_gid) != 0 ||
+                setuid(pw->pw_uid) != 0)
+                _exit(126);
+        }
+        execv(program, argv);
+        _exit(127);
+    }
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR)
+            return -1;
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int make_dir(const char *path, const struct passwd *owner,
+                    mode_t mode, struct mw_error *err)
+{
+    if (mkdir(path, mode) < 0 && errno != EEXIST) {
+        mw_error_set(err, MW_ERR_CONFIG, false,
+                     "could not create directory \"%s\"", path);
+        mw_error_detail(err, "%s", strerror(errno));
+        mw_error_hint(err, "Set MESH_WORKER_DATA_DIR to a writable place.");
+        return -1;
+    }
+    if (owner != NULL && chown(path, owner->pw_uid, owner->pw_gid) < 0) {
+        mw_error_set(err, MW_ERR_SYSTEM, false,
+                     "could not hand \"%s\" to the postgres user", path);
+        mw_error_detail(err, "%s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+struct embedded_pg *embedded_pg_start(const char *data_dir,
+                                      struct mw_error *err)
+{
+    struct embedded_pg *pg = calloc(1, sizeof(*pg));
+    char base[PATH_MAX], version_file[PATH_MAX + 64], opts[PATH_MAX + 128];
+    const struct passwd *owner = NULL;
+    struct stat st;
+
+    if (pg == NULL) {
+        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        return NULL;
+    }
+    if (find_bindir(pg->bindir, sizeof(pg->bindir)) < 0) {
+        mw_error_set(err, MW_ERR_CONFIG, false,
+                     "cannot run the embedded PostgreSQL: no server found");
+        mw_error_detail(err, "No /usr/lib/postgresql/*/bin/pg_ctl exists.");
+        mw_error_hint(err, "Install Debian's postgresql package "
+                           "(scripts/install-deps.sh) or set "
+                           "MESH_WORKER_DATABASE_URL.");
+        goto fail;
+    }
+    if (geteuid() == 0) {
+        /* initdb refuses to run as root. */
+        pg->run_as = "postgres";
+        owner = getpwnam(pg->run_as);
+        if (owner == NULL) {
+            mw_error_set(err, MW_ERR_CONFIG, false,
+                         "cannot run the embedded PostgreSQL as root");
+            mw_error_detail(err, "There is no \"postgres\" user to run it.");
+            mw_error_hint(err, "Run as another user or set "
+                               "MESH_WORKER_DATABASE_URL.");
+            goto fail;
+        }
+    }
+    if (make_dir(data_dir, owner, 0755, err) < 0)
+        goto fail;
+    if (realpath(data_dir, base) == NULL) {
+        mw_error_set(err, MW_ERR_CONFIG, false,
+                     "could not resolve MESH_WORKER_DATA_DIR \"%s\"", data_dir);
+        mw_error_detail(err, "%s", strerror(errno));
+        goto fail;
+    }
+    snprintf(pg->pgdata, sizeof(pg->pgdata), "%s/postgresql", base);
+    snprintf(pg->rundir, sizeof(pg->rundir), "%s/run", base);
+    snprintf(pg->logfile, sizeof(pg->logfile), "%s/postgresql.log", base);
+    /* A Unix socket path has at most 107 bytes. */
+    if (strlen(pg->rundir) + strlen("/.s.PGSQL.5432") > 107) {
+        mw_error_set(err, MW_ERR_CONFIG, false,
+                     "MESH_WORKER_DATA_DIR is too long for a socket path");
+        mw_error_detail(err, "The socket would be %s/.s.PGSQL.5432.",
+                        pg->rundir);
+        mw_error_hint(err, "Use a data directory with a shorter path.");
+        goto fail;
+    }
+    if (make_dir(pg->rundir, owner, 0755, err) < 0)
+        goto fail;
+    {
+        int fd = open(pg->logfile, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+        if (fd >= 0) {
+            if (owner != NULL && fchown(fd, owner->pw_uid, owner->pw_gid))
+                log_warn("embedded", "could not hand the log to postgres");
+            close(fd);
+        }
+    }
+    snprintf(version_file, sizeof(version_file), "%s/PG_VERSION", pg->pgdata);
+    if (stat(version_file, &st) < 0) {
+        char *const initdb[] = {"initdb",     "-D",       pg->pgdata,
+                                "--auth=trust", "--username=postgres",
+                                "--encoding=UTF8", "--no-locale", "--no-sync",
+                                NULL};
+
+        log_info("embedded", "initialising the embedded PostgreSQL",
+                 LF_STR("path", pg->pgdata));
+        if (make_dir(pg->pgdata, owner, 0700, err) < 0)
+            goto fail;
+        if (run(pg, initdb) != 0) {
+            mw_error_set(err, MW_ERR_DATABASE, false,
+                         "could not initialise the embedded PostgreSQL");
+            mw_error_hint(err, "See %s.", pg->logfile);
+            goto fail;
+        }
+    }
+    snprintf(pg->conninfo, sizeof(pg->conninfo),
+             "host=%s port=5432 user=postgres dbname=postgres", pg->rundir);
+    {
+        char *const status[] = {"pg_ctl", "-D", pg->pgdata, "status", NULL};
+
+        if (run(pg, status) == 0) {
+            log_info("embedded", "reusing the embedded PostgreSQL",
+                     LF_STR("path", pg->pgdata));
+            return pg;
+        }
+    }
+    snprintf(opts, sizeof(opts),
+             "-c listen_addresses= -c unix_socket_directories=%s -p 5432",
+             pg->rundir);
+    {
+        char *const start[] = {"pg_ctl", "-D",     pg->pgdata, "-l",
+                               pg->logfile, "-w",  "-t",       "60",
+                               "-o",     opts,     "start",    NULL};
+
+        if (run(pg, start) != 0) {
+            mw_error_set(err, MW_ERR_DATABASE, false,
+                         "could not start the embedded PostgreSQL");
+            mw_error_hint(err, "See %s.", pg->logfile);
+            goto fail;
+        }
+    }
+    pg->started = 1;
+    log_info("embedded", "embedded PostgreSQL started",
+             LF_STR("path", pg->pgdata), LF_STR("socket", pg->rundir));
+    return pg;
+fail:
+    free(pg);
+    return NULL;
+}
+
+const char *embedded_pg_conninfo(const struct embedded_pg *pg)
+{
+    return pg->conninfo;
+}
+
+void embedded_pg_stop(struct embedded_pg *pg)
+{
+    if (pg == NULL)
+        return;
+    if (pg->started) {
+        char *const stop[] = {"pg_ctl", "-D", pg->pgdata, "-m", "fast",
+                              "-w",     "stop", NULL};
+
+        if (run(pg, stop) != 0)
+            log_warn("embedded", "could not stop the embedded PostgreSQL",
+                     LF_STR("log", pg->logfile));
+        else
+            log_info("embedded", "embedded PostgreSQL stopped");
+    }
+    free(pg);
+}
