@@ -1,0 +1,34 @@
+/*
+ * mesh-worker: provisions MSP customers from Kafka requests, exactly once.
+ * Dispatches to the subcommands in cli.c; only main exits.
+ */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int main(int argc, char **argv)
+{
+    const char *cmd = argc > 1 ? argv[1] : NULL;
+
+    if (cmd == NULL || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 ||
+        strcmp(cmd, "help") == 0) {
+        cli_usage();
+        return cmd == NULL ? CLI_EXIT_USAGE : CLI_EXIT_OK;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("mesh-worker %s\n", MW_VERSION);
+        return CLI_EXIT_OK;
+    }
+    if (strcmp(cmd, "run") == 0)
+        return cli_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "migrate") == 0)
+        return cli_migrate(argc - 1, argv + 1);
+    if (strcmp(cmd, "produce") == 0)
+        return cli_produce(argc - 1, argv + 1);
+    if (strcmp(cmd, "tail") == 0)
+        return cli_tail(argc - 1, argv + 1);
+    fprintf(stderr, "mesh-worker: unknown command \"%s\"\n", cmd);
+    fprintf(stderr, "hint: Run \"mesh-worker --help\" for the commands.\n");
+    return CLI_EXIT_USAGE;
+}
