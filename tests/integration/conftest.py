@@ -1,0 +1,81 @@
+"""Fixtures: real services per test module, removed even when tests fail."""
+
+import uuid
+
+import pytest
+
+import harness
+
+
+@pytest.fixture(scope="module")
+def pg():
+    server = harness.Postgres().start()
+    yield server
+    server.destroy()
+
+
+class Database:
+    """A fresh database in the module's server."""
+
+    def __init__(self, server, name):
+        self.server = server
+        self.name = name
+        self.url = "postgresql://postgres@127.0.0.1:%d/%s" % (server.port,
+                                                               name)
+
+    def query(self, sql, *params):
+        import psycopg2
+        conn = psycopg2.connect(self.url)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall() if cur.description else None
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def db(pg):
+    name = "t_" + uuid.uuid4().hex[:12]
+    pg.query("CREATE DATABASE " + name)
+    yield Database(pg, name)
+
+
+@pytest.fixture
+def kafka():
+    cluster = harness.MockKafka(partitions=8)
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def workers(request):
+    """Starts workers on demand; on failure prints their logs' tails."""
+    started = []
+
+    def start(kafka_bootstrap, database_url, **env):
+        w = harness.Worker(kafka_bootstrap, database_url, env=env,
+                           name="w%d" % len(started)).start()
+        started.append(w)
+        return w
+
+    yield start
+    failed = getattr(request.node, "rep_call", None)
+    for w in started:
+        if failed is not None and failed.failed:
+            print("---- log of %s (last 40 lines) ----" % w.log_path)
+            print("\n".join(w.log_text().splitlines()[-40:]))
+        w.destroy()
+
+
+@pytest.fixture
+def avro_codec():
+    return harness.Avro()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
