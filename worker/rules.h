@@ -13,8 +13,12 @@
 /*
  * Checks req.  Returns 0 when valid, with *out a normalised copy whose
  * strings come from arena.  Returns 1 when rejected, with rej holding one
- * error per failing rule in field order (several per field when they are
- * different codes).  Returns -1 only when arena is out of memory.
+ * error per failing rule in field order (a field may have several: the
+ * additional domains report bad syntax, repeats and NFR separately, each
+ * naming the first offender and counting the rest).  Returns -1 only when
+ * memory runs out (arena or libidn2); then rej is incomplete.  An empty
+ * delivery_destination counts as not given, as a blank form field does.
+ * Scratch strings of a rejected request stay in arena until its reset.
  */
 int rules_check_request(const struct mw_request *req, struct mw_arena *arena,
                         struct mw_request *out, struct mw_rejection *rej);
@@ -22,7 +26,8 @@ int rules_check_request(const struct mw_request *req, struct mw_arena *arena,
 /*
  * Checks the fields of a termination request that need no database
  * (request_id, msp_id, customer_id syntax, requested_by).  Returns 0 or 1
- * as above.
+ * as above, or -1 when libidn2 runs out of memory.  effective_at is not
+ * checked: whether it lies in the future needs the clock.
  */
 int rules_check_termination(const struct mw_termination_request *req,
                             struct mw_rejection *rej);
@@ -32,19 +37,26 @@ int rules_check_termination(const struct mw_termination_request *req,
  * converted to A-labels (IDNA2008 with UTS #46 mapping), host-name rules
  * checked.  Returns the normalised name from arena, or NULL when the name
  * is not a valid domain; then *why (if not NULL) points at a static
- * sentence fragment saying what is wrong.
+ * sentence fragment saying what is wrong ("it contains a space") or that
+ * memory ran out.
  */
 const char *rules_normalize_domain(const char *name, struct mw_arena *arena,
                                    const char **why);
 
-/* True when domain equals parent or lies below it on a label boundary. */
+/*
+ * True when domain equals parent or lies below it on a label boundary
+ * (notmsp.net is not below msp.net).  Both are normalised names; ASCII
+ * case is ignored.
+ */
 bool rules_domain_is_under(const char *domain, const char *parent);
 
 /*
  * Appends an error to rej (ignored once MW_MAX_REJECTION_ERRORS are held).
- * The message is formatted into the error's buffer.
+ * The message is formatted into the error's buffer; text that does not fit
+ * is cut at a character boundary, so valid UTF-8 stays valid.
  */
 void rules_add_error(struct mw_rejection *rej, const char *field, int code,
-                     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+                     const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #endif
