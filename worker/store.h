@@ -87,6 +87,7 @@ struct store_item {
     /* STORE_SCHEDULED: the effective time recorded (now when null or in
      * the past) and whether the customer was on trial. */
     int64_t effective_at;
+    bool was_trial;
 };
 
 /* Where an outbox row goes. */
@@ -113,7 +114,11 @@ struct store_outbox_row {
  * payload hash, and for valid new requests claims the domains and inserts
  * the customer.  Sets each item's outcome.  A domain already held by a
  * live customer makes the item STORE_REJECTED with taken_domains set and
- * nothing of it kept.  DLQ items get STORE_DLQ.  Returns 0 with the
+ * nothing of it kept.  DLQ items get STORE_DLQ.  An item whose request id
+ * (or a termination's msp_id or customer_id) is not UTF-8 or is longer
+ * than 256 bytes is STORE_REJECTED without SQL and not recorded
+ * (termination_code MW_REJ_INVALID_FIELD), so that it cannot fail the
+ * batch; the rules reject such requests anyway.  Returns 0 with the
  * transaction still open, or -1 with err filled and the transaction rolled
  * back.
  */
@@ -124,7 +129,8 @@ int store_batch_claim(struct store *store, struct store_item *items,
 /*
  * Writes the outbox rows (an event_id already present is skipped, so a
  * re-processed batch adds nothing twice), signals the relays and commits.
- * Returns 0 once the commit is durable, or -1 with err filled and the
+ * Without store_batch_claim before it, it runs in a transaction of its
+ * own.  Returns 0 once the commit is durable, or -1 with err filled and the
  * transaction rolled back.
  */
 int store_batch_finish(struct store *store,

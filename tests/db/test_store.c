@@ -1,0 +1,1309 @@
+/*
+ * The store against a real PostgreSQL (tests/with-postgres.sh provides
+ * one in MW_TEST_DATABASE_URL): migrations, the claim of requests and
+ * terminations with its idempotency and domain rules, concurrency between
+ * connections, the outbox and the relay's queries.  Every test names its
+ * rows with a tag of its own, so tests share one database and run in any
+ * order; rows are checked with plain SQL, not through the store.
+ */
+#include "arena.h"
+#include "embedded_files.h"
+#include "error.h"
+#include "ids.h"
+#include "mw.h"
+#include "store.h"
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define DAY_MS (24LL * 60 * 60 * 1000)
+
+static const char *db_url;
+static PGconn *admin;
+static char run_tag[24];
+static int tag_counter;
+
+/* ---- helpers ---- */
+
+static void check_ok(int rc, const struct mw_error *err)
+{
+    if (rc != 0)
+        mw_error_print(err, "store error");
+    assert_int_equal(rc, 0);
+}
+
+static struct store *open_store(void)
+{
+    struct mw_error err = {0};
+    struct store *store = store_new(db_url, &err);
+
+    if (store == NULL)
+        mw_error_print(&err, "store_new");
+    assert_non_null(store);
+    return store;
+}
+
+/* A fresh lower-case tag, usable in request ids and domain labels. */
+static const char *new_tag(struct mw_arena *arena)
+{
+    return arena_printf(arena, "%s-%d", run_tag, ++tag_counter);
+}
+
+/* Runs sql with text parameters and returns the first column of the first
+ * row as a number (0 for null). */
+static long long query_num(const char *sql, int nparams, ...)
+{
+    const char *values[8];
+    va_list ap;
+    PGresult *res;
+    long long n = 0;
+
+    va_start(ap, nparams);
+    for (int i = 0; i < nparams; i++)
+        values[i] = va_arg(ap, const char *);
+    va_end(ap);
+    res = PQexecParams(admin, sql, nparams, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        fprintf(stderr, "query failed: %s: %s\n", sql, PQerrorMessage(admin));
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
+        n = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return n;
+}
+
+/* Same, returning the text of the first column into arena (NULL for no
+ * row or null). */
+static char *query_text(struct mw_arena *arena, const char *sql, int nparams,
+                        ...)
+{
+    const char *values[8];
+    va_list ap;
+    PGresult *res;
+    char *s = NULL;
+
+    va_start(ap, nparams);
+    for (int i = 0; i < nparams; i++)
+        values[i] = va_arg(ap, const char *);
+    va_end(ap);
+    res = PQexecParams(admin, sql, nparams, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        fprintf(stderr, "query failed: %s: %s\n", sql, PQerrorMessage(admin));
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
+        s = arena_strdup(arena, PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return s;
+}
+
+static void admin_exec(const char *sql, int nparams, ...)
+{
+    const char *values[8];
+    va_list ap;
+    PGresult *res;
+
+    va_start(ap, nparams);
+    for (int i = 0; i < nparams; i++)
+        values[i] = va_arg(ap, const char *);
+    va_end(ap);
+    res = PQexecParams(admin, sql, nparams, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK &&
+        PQresultStatus(res) != PGRES_TUPLES_OK)
+        fprintf(stderr, "command failed: %s: %s\n", sql, PQerrorMessage(admin));
+    assert_true(PQresultStatus(res) == PGRES_COMMAND_OK ||
+                PQresultStatus(res) == PGRES_TUPLES_OK);
+    PQclear(res);
+}
+
+/* A valid BUY_NOW request of msp "msp-<tag>" for primary (and one
+ * additional domain when given). */
+static struct mw_request *make_request(struct mw_arena *arena,
+                                       const char *request_id,
+                                       const char *msp_id, const char *primary,
+                                       const char *additional)
+{
+    struct mw_request *r = arena_alloc(arena, sizeof(*r));
+    const char **domains = arena_alloc(arena, sizeof(*domains));
+
+    memset(r, 0, sizeof(*r));
+    r->request_id = request_id;
+    r->requested_at = mw_now_ms();
+    r->requested_by = "admin@msp.example";
+    r->msp_id = msp_id;
+    r->msp_domain = "msp.example";
+    r->mail_platform = MW_PLATFORM_MICROSOFT_365;
+    r->service = MW_SERVICE_MESH_GATEWAY;
+    r->company_name = "Contoso \"Ltd\" \\ Straße";
+    r->primary_domain = primary;
+    if (additional != NULL) {
+        domains[0] = additional;
+        r->additional_domains = domains;
+        r->additional_domains_count = 1;
+    }
+    r->delivery_destination = "mail.contoso.example:25";
+    r->licenses = 25;
+    r->default_admin_email = "postmaster@contoso.example";
+    r->apply_global_rules = true;
+    r->msp_management = true;
+    r->account_type = MW_ACCOUNT_BUY_NOW;
+    return r;
+}
+
+/* Fills item for request; the payload hash is derived from seed. */
+static void make_item(struct mw_arena *arena, struct store_item *item,
+                      const struct mw_request *request, int seed)
+{
+    char *customer_id = arena_alloc(arena, IDS_UUID_LEN + 1);
+
+    memset(item, 0, sizeof(*item));
+    ids_customer_id(request->request_id, customer_id);
+    item->kind = STORE_ITEM_REQUEST;
+    item->request = request;
+    item->is_valid = true;
+    memset(item->payload_hash, seed, sizeof(item->payload_hash));
+    item->customer_id = customer_id;
+    item->occurred_at = mw_now_ms();
+    item->trial_ends_at = item->occurred_at + 14 * DAY_MS;
+    item->traceparent =
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+}
+
+static void make_termination_item(struct mw_arena *arena,
+                                  struct store_item *item,
+                                  const char *request_id, const char *msp_id,
+                                  const char *customer_id,
+                                  const int64_t *effective_at)
+{
+    struct mw_termination_request *t = arena_alloc(arena, sizeof(*t));
+
+    memset(t, 0, sizeof(*t));
+    t->request_id = request_id;
+    t->requested_at = mw_now_ms();
+    t->requested_by = "admin@msp.example";
+    t->msp_id = msp_id;
+    t->customer_id = customer_id;
+    if (effective_at != NULL) {
+        t->has_effective_at = true;
+        t->effective_at = *effective_at;
+    }
+    memset(item, 0, sizeof(*item));
+    item->kind = STORE_ITEM_TERMINATION;
+    item->termination = t;
+    memset(item->payload_hash, 0x77, sizeof(item->payload_hash));
+    item->occurred_at = mw_now_ms();
+}
+
+/* Claims items in one batch and commits it without outbox rows. */
+static void claim_and_commit(struct store *store, struct store_item *items,
+                             size_t count, struct mw_arena *arena)
+{
+    struct mw_error err = {0};
+
+    check_ok(store_batch_claim(store, items, count, arena, &err), &err);
+    check_ok(store_batch_finish(store, NULL, 0, &err), &err);
+}
+
+/* Creates one customer and returns its id. */
+static const char *create_customer(struct store *store, struct mw_arena *arena,
+                                   const char *msp_id, int account_type)
+{
+    const char *tag = new_tag(arena);
+    struct mw_request *r =
+        make_request(arena, arena_printf(arena, "req-%s", tag), msp_id,
+                     arena_printf(arena, "%s.example", tag), NULL);
+    struct store_item item;
+
+    r->account_type = account_type;
+    make_item(arena, &item, r, 1);
+    claim_and_commit(store, &item, 1, arena);
+    assert_int_equal(item.outcome, STORE_CREATED);
+    return item.customer_id;
+}
+
+static int count_migrations(void)
+{
+    int n = 0;
+
+    for (const struct mw_embedded_file *f = mw_embedded_files; f->kind; f++)
+        n += strcmp(f->kind, "migration") == 0;
+    return n;
+}
+
+/* ---- migrations ---- */
+
+static void migrate_twice_is_a_noop(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    struct mw_error err = {0};
+    char *before, *after;
+
+    (void)state;
+    before = query_text(arena,
+                        "SELECT max(applied_at)::text "
+                        "FROM schema_migrations",
+                        0);
+    check_ok(store_migrate(store, &err), &err);
+    check_ok(store_migrate(store, &err), &err);
+    after = query_text(arena,
+                       "SELECT max(applied_at)::text "
+                       "FROM schema_migrations",
+                       0);
+    assert_int_equal(query_num("SELECT count(*) FROM schema_migrations", 0),
+                     count_migrations());
+    assert_string_equal(before, after);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+struct migrate_thread {
+    const char *url;
+    pthread_barrier_t *barrier;
+    int rc;
+    struct mw_error err;
+};
+
+static void *migrate_main(void *arg)
+{
+    struct migrate_thread *t = arg;
+    struct store *store = store_new(t->url, &t->err);
+
+    pthread_barrier_wait(t->barrier);
+    t->rc = store ? store_migrate(store, &t->err) : -1;
+    store_destroy(store);
+    return NULL;
+}
+
+static void concurrent_migrations_apply_each_once(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    const char *db = arena_printf(arena, "mw_migrate_%d", (int)getpid());
+    const char *url;
+    char *slash, *base = arena_strdup(arena, db_url);
+    pthread_barrier_t barrier;
+    struct migrate_thread threads[4];
+    pthread_t ids[4];
+    PGconn *conn;
+    PGresult *res;
+
+    (void)state;
+    /* CREATE DATABASE takes no parameters; the name is ours. */
+    res = PQexec(admin, arena_printf(arena, "CREATE DATABASE %s", db));
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    slash = strrchr(base, '/');
+    assert_non_null(slash);
+    *slash = '\0';
+    url = arena_printf(arena, "%s/%s", base, db);
+
+    pthread_barrier_init(&barrier, NULL, 4);
+    for (int i = 0; i < 4; i++) {
+        memset(&threads[i], 0, sizeof(threads[i]));
+        threads[i].url = url;
+        threads[i].barrier = &barrier;
+        assert_int_equal(
+            pthread_create(&ids[i], NULL, migrate_main, &threads[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(ids[i], NULL);
+        check_ok(threads[i].rc, &threads[i].err);
+    }
+    pthread_barrier_destroy(&barrier);
+
+    conn = PQconnectdb(url);
+    assert_int_equal(PQstatus(conn), CONNECTION_OK);
+    res = PQexec(conn, "SELECT count(*), count(DISTINCT version) "
+                       "FROM schema_migrations");
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    assert_int_equal(atoi(PQgetvalue(res, 0, 0)), count_migrations());
+    assert_int_equal(atoi(PQgetvalue(res, 0, 1)), count_migrations());
+    PQclear(res);
+    PQfinish(conn);
+    res = PQexec(admin, arena_printf(arena, "DROP DATABASE %s", db));
+    PQclear(res);
+    arena_destroy(arena);
+}
+
+/* ---- claims ---- */
+
+static void valid_request_is_created(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    const char *id = arena_printf(arena, "req-%s", tag);
+    const char *primary = arena_printf(arena, "%s.example", tag);
+    const char *extra = arena_printf(arena, "mail.%s.example", tag);
+    struct mw_request *r = make_request(arena, id, "msp-a", primary, extra);
+    struct store_item item;
+
+    (void)state;
+    make_item(arena, &item, r, 1);
+    claim_and_commit(store, &item, 1, arena);
+    assert_int_equal(item.outcome, STORE_CREATED);
+
+    assert_int_equal(query_num("SELECT count(*) FROM customers "
+                               "WHERE request_id = $1 AND customer_id = $2 "
+                               "AND status = 'ACTIVE' AND billable "
+                               "AND billing_starts_at = created_at "
+                               "AND trial_ends_at IS NULL "
+                               "AND additional_domains = ARRAY[$3] "
+                               "AND company_name = $4 "
+                               "AND mail_platform = 'MICROSOFT_365' "
+                               "AND service = 'MESH_GATEWAY' "
+                               "AND account_type = 'BUY_NOW' "
+                               "AND licenses = 25 AND traceparent LIKE '00-%'",
+                               4, id, item.customer_id, extra, r->company_name),
+                     1);
+    assert_int_equal(query_num("SELECT count(*) FROM customer_domains "
+                               "WHERE customer_id = $1 "
+                               "AND released_at IS NULL "
+                               "AND is_primary = (domain = $2)",
+                               2, item.customer_id, primary),
+                     2);
+    assert_int_equal(query_num("SELECT count(*) FROM requests "
+                               "WHERE request_id = $1 AND kind = 'customer' "
+                               "AND outcome = 'CREATED' AND customer_id = $2 "
+                               "AND length(payload_hash) = 32",
+                               2, id, item.customer_id),
+                     1);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+static void account_types_set_status_and_billing(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *trial =
+        create_customer(store, arena, "msp-a", MW_ACCOUNT_TRIAL);
+    const char *nfr = create_customer(store, arena, "msp-a", MW_ACCOUNT_NFR);
+
+    (void)state;
+    assert_int_equal(query_num("SELECT count(*) FROM customers "
+                               "WHERE customer_id = $1 AND status = 'TRIAL' "
+                               "AND NOT billable "
+                               "AND trial_ends_at = billing_starts_at "
+                               "AND trial_ends_at - created_at "
+                               "= interval '14 days'",
+                               1, trial),
+                     1);
+    assert_int_equal(query_num("SELECT count(*) FROM customers "
+                               "WHERE customer_id = $1 AND status = 'ACTIVE' "
+                               "AND NOT billable "
+                               "AND billing_starts_at IS NULL "
+                               "AND trial_ends_at IS NULL",
+                               1, nfr),
+                     1);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+static void redelivered_request_is_duplicate(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    const char *id = arena_printf(arena, "req-%s", tag);
+    struct mw_request *r = make_request(
+        arena, id, "msp-a", arena_printf(arena, "%s.example", tag), NULL);
+    struct store_item item;
+
+    (void)state;
+    make_item(arena, &item, r, 1);
+    claim_and_commit(store, &item, 1, arena);
+    assert_int_equal(item.outcome, STORE_CREATED);
+    make_item(arena, &item, r, 1);
+    claim_and_commit(store, &item, 1, arena);
+    assert_int_equal(item.outcome, STORE_DUPLICATE);
+    assert_int_equal(query_num("SELECT count(*) FROM customers "
+                               "WHERE request_id = $1",
+                               1, id),
+                     1);
+    assert_int_equal(query_num("SELECT conflicts FROM requests "
+                               "WHERE request_id = $1",
+                               1, id),
+                     0);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+static void same_id_other_content_is_conflict(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    const char *id = arena_printf(arena, "req-%s", tag);
+    const char *primary = arena_printf(arena, "%s.example", tag);
+    struct mw_request *r = make_request(arena, id, "msp-a", primary, NULL);
+    struct mw_request *other = make_request(
+        arena, id, "msp-a", arena_printf(arena, "other.%s.example", tag), NULL);
+    struct store_item item;
+
+    (void)state;
+    make_item(arena, &item, r, 1);
+    claim_and_commit(store, &item, 1, arena);
+    assert_int_equal(item.outcome, STORE_CREATED);
+    other->company_name = "Someone Else";
+    make_item(arena, &item, other, 2);
+    claim_and_commit(store, &item, 1, arena);
+    assert_int_equal(item.outcome, STORE_CONFLICT);
+
+    assert_int_equal(query_num("SELECT conflicts FROM requests "
+                               "WHERE request_id = $1 AND outcome = 'CREATED' "
+                               "AND payload_hash = "
+                               "decode(repeat('01', 32), 'hex')",
+                               1, id),
+                     1);
+    assert_int_equal(query_num("SELECT count(*) FROM customers "
+                               "WHERE request_id = $1 AND primary_domain = $2 "
+                               "AND company_name <> 'Someone Else'",
+                               2, id, primary),
+                     1);
+    assert_int_equal(query_num("SELECT count(*) FROM customer_domains "
+                               "WHERE domain LIKE $1",
+                               1, arena_printf(arena, "%%%s.example", tag)),
+                     1);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+static void second_request_in_batch_for_taken_domain_is_rejected(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    const char *shared = arena_printf(arena, "shared.%s.example", tag);
+    const char *own = arena_printf(arena, "own.%s.example", tag);
+    struct mw_request *first = make_request(
+        arena, arena_printf(arena, "req-%s-1", tag), "msp-a", shared, NULL);
+    struct mw_request *second = make_request(
+        arena, arena_printf(arena, "req-%s-2", tag), "msp-b", own, shared);
+    struct store_item items[2];
+
+    (void)state;
+    make_item(arena, &items[0], first, 1);
+    make_item(arena, &items[1], second, 1);
+    claim_and_commit(store, items, 2, arena);
+    assert_int_equal(items[0].outcome, STORE_CREATED);
+    assert_int_equal(items[1].outcome, STORE_REJECTED);
+    assert_int_equal(items[1].taken_domains_count, 1);
+    assert_string_equal(items[1].taken_domains[0], shared);
+
+    assert_int_equal(query_num("SELECT count(*) FROM customers "
+                               "WHERE request_id = $1",
+                               1, second->request_id),
+                     0);
+    assert_int_equal(query_num("SELECT count(*) FROM customer_domains "
+                               "WHERE domain = $1",
+                               1, own),
+                     0);
+    assert_int_equal(query_num("SELECT count(*) FROM requests "
+                               "WHERE request_id = $1 "
+                               "AND outcome = 'REJECTED' "
+                               "AND customer_id IS NULL",
+                               1, second->request_id),
+                     1);
+    /* The untaken domain is free for the next request. */
+    make_item(arena, &items[0],
+              make_request(arena, arena_printf(arena, "req-%s-3", tag), "msp-b",
+                           own, NULL),
+              1);
+    claim_and_commit(store, items, 1, arena);
+    assert_int_equal(items[0].outcome, STORE_CREATED);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+static void released_domain_can_be_taken_again(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    const char *domain = arena_printf(arena, "%s.example", tag);
+    struct store_item item;
+
+    (void)state;
+    make_item(arena, &item,
+              make_request(arena, arena_printf(arena, "req-%s-1", tag), "msp-a",
+                           domain, NULL),
+              1);
+    claim_and_commit(store, &item, 1, arena);
+    assert_int_equal(item.outcome, STORE_CREATED);
+
+    /* What the lifecycle does when the termination takes effect. */
+    admin_exec("UPDATE customers SET status = 'TERMINATED', "
+               "terminated_at = now() WHERE customer_id = $1",
+               1, item.customer_id);
+    admin_exec("UPDATE customer_domains SET released_at = now() "
+               "WHERE customer_id = $1",
+               1, item.customer_id);
+
+    make_item(arena, &item,
+              make_request(arena, arena_printf(arena, "req-%s-2", tag), "msp-b",
+                           domain, NULL),
+              1);
+    claim_and_commit(store, &item, 1, arena);
+    assert_int_equal(item.outcome, STORE_CREATED);
+    assert_int_equal(query_num("SELECT count(*) FROM customer_domains "
+                               "WHERE domain = $1",
+                               1, domain),
+                     2);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+static void rule_rejected_request_is_recorded_without_customer(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    const char *id = arena_printf(arena, "req-%s", tag);
+    struct mw_request *r = make_request(
+        arena, id, "msp-a", arena_printf(arena, "%s.example", tag), NULL);
+    struct store_item items[3];
+
+    (void)state;
+    r->mail_platform = 99; /* invalid requests may hold anything */
+    r->msp_id = "\xff\xfe not utf-8";
+    make_item(arena, &items[0], r, 1);
+    items[0].is_valid = false;
+    items[0].traceparent = "\xc3\x28";
+    memset(&items[1], 0, sizeof(items[1]));
+    items[1].kind = STORE_ITEM_DLQ;
+    make_item(arena, &items[2],
+              make_request(arena, "bad-\xc3\x28-id", "msp-a",
+                           arena_printf(arena, "x.%s.example", tag), NULL),
+              1);
+    items[2].is_valid = false;
+    claim_and_commit(store, items, 3, arena);
+    assert_int_equal(items[0].outcome, STORE_REJECTED);
+    assert_int_equal(items[0].taken_domains_count, 0);
+    assert_int_equal(items[1].outcome, STORE_DLQ);
+    assert_int_equal(items[2].outcome, STORE_REJECTED);
+    assert_int_equal(query_num("SELECT count(*) FROM customers "
+                               "WHERE request_id = $1",
+                               1, id),
+                     0);
+    assert_int_equal(query_num("SELECT count(*) FROM requests "
+                               "WHERE request_id = $1 "
+                               "AND outcome = 'REJECTED' AND msp_id IS NULL",
+                               1, id),
+                     1);
+    /* A redelivery is a duplicate of the rejection. */
+    make_item(arena, &items[0], r, 1);
+    items[0].is_valid = false;
+    claim_and_commit(store, items, 1, arena);
+    assert_int_equal(items[0].outcome, STORE_DUPLICATE);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+static void aborted_batch_leaves_nothing(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    const char *id = arena_printf(arena, "req-%s", tag);
+    struct mw_request *r = make_request(
+        arena, id, "msp-a", arena_printf(arena, "%s.example", tag), NULL);
+    struct store_item item;
+    struct mw_error err = {0};
+
+    (void)state;
+    make_item(arena, &item, r, 1);
+    check_ok(store_batch_claim(store, &item, 1, arena, &err), &err);
+    assert_int_equal(item.outcome, STORE_CREATED);
+    store_batch_abort(store);
+    assert_int_equal(query_num("SELECT count(*) FROM requests "
+                               "WHERE request_id = $1",
+                               1, id),
+                     0);
+    claim_and_commit(store, &item, 1, arena);
+    assert_int_equal(item.outcome, STORE_CREATED);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+struct claim_thread {
+    const char *url;
+    pthread_barrier_t *barrier;
+    struct store_item item;
+    int rc;
+    struct mw_error err;
+    /* item.taken_domains lives in the thread's arena: a copy of it */
+    size_t taken_count;
+    char taken[MW_MAX_DOMAIN + 1];
+};
+
+/* Claims, holds the transaction open a moment so that the other thread
+ * runs into it, then commits. */
+static void *claim_main(void *arg)
+{
+    struct claim_thread *t = arg;
+    struct store *store = store_new(t->url, &t->err);
+    struct mw_arena *arena = arena_new();
+    struct timespec hold = {0, 200 * 1000 * 1000};
+
+    pthread_barrier_wait(t->barrier);
+    t->rc = -1;
+    if (store != NULL &&
+        store_batch_claim(store, &t->item, 1, arena, &t->err) == 0) {
+        t->taken_count = t->item.taken_domains_count;
+        if (t->taken_count > 0)
+            snprintf(t->taken, sizeof(t->taken), "%s",
+                     t->item.taken_domains[0]);
+        t->item.taken_domains = NULL;
+        nanosleep(&hold, NULL);
+        t->rc = store_batch_finish(store, NULL, 0, &t->err);
+    }
+    store_destroy(store);
+    arena_destroy(arena);
+    return NULL;
+}
+
+static void run_claim_threads(struct claim_thread threads[2])
+{
+    pthread_barrier_t barrier;
+    pthread_t ids[2];
+
+    pthread_barrier_init(&barrier, NULL, 2);
+    for (int i = 0; i < 2; i++) {
+        threads[i].url = db_url;
+        threads[i].barrier = &barrier;
+        assert_int_equal(pthread_create(&ids[i], NULL, claim_main, &threads[i]),
+                         0);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(ids[i], NULL);
+        check_ok(threads[i].rc, &threads[i].err);
+    }
+    pthread_barrier_destroy(&barrier);
+}
+
+static void concurrent_claims_of_one_request_create_once(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    const char *tag = new_tag(arena);
+    const char *id = arena_printf(arena, "req-%s", tag);
+    struct mw_request *r = make_request(
+        arena, id, "msp-a", arena_printf(arena, "%s.example", tag), NULL);
+    struct claim_thread threads[2];
+    int created = 0, duplicate = 0;
+
+    (void)state;
+    memset(threads, 0, sizeof(threads));
+    make_item(arena, &threads[0].item, r, 1);
+    make_item(arena, &threads[1].item, r, 1);
+    run_claim_threads(threads);
+    for (int i = 0; i < 2; i++) {
+        created += threads[i].item.outcome == STORE_CREATED;
+        duplicate += threads[i].item.outcome == STORE_DUPLICATE;
+    }
+    assert_int_equal(created, 1);
+    assert_int_equal(duplicate, 1);
+    assert_int_equal(query_num("SELECT count(*) FROM customers "
+                               "WHERE request_id = $1",
+                               1, id),
+                     1);
+    arena_destroy(arena);
+}
+
+static void concurrent_claims_of_one_domain_create_once(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    const char *tag = new_tag(arena);
+    const char *domain = arena_printf(arena, "%s.example", tag);
+    struct claim_thread threads[2];
+    int created = 0, rejected = 0;
+
+    (void)state;
+    memset(threads, 0, sizeof(threads));
+    for (int i = 0; i < 2; i++)
+        make_item(arena, &threads[i].item,
+                  make_request(arena, arena_printf(arena, "req-%s-%d", tag, i),
+                               "msp-a", domain, NULL),
+                  1);
+    run_claim_threads(threads);
+    for (int i = 0; i < 2; i++) {
+        const struct store_item *item = &threads[i].item;
+
+        created += item->outcome == STORE_CREATED;
+        if (item->outcome == STORE_REJECTED) {
+            rejected++;
+            assert_int_equal(threads[i].taken_count, 1);
+            assert_string_equal(threads[i].taken, domain);
+        }
+    }
+    assert_int_equal(created, 1);
+    assert_int_equal(rejected, 1);
+    assert_int_equal(query_num("SELECT count(*) FROM customer_domains "
+                               "WHERE domain = $1",
+                               1, domain),
+                     1);
+    arena_destroy(arena);
+}
+
+static void termination_outcomes(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    const char *customer =
+        create_customer(store, arena, "msp-t", MW_ACCOUNT_TRIAL);
+    const char *active =
+        create_customer(store, arena, "msp-t", MW_ACCOUNT_BUY_NOW);
+    char unknown[IDS_UUID_LEN + 1];
+    int64_t future = mw_now_ms() + 30 * DAY_MS;
+    int64_t past = mw_now_ms() - DAY_MS;
+    struct store_item items[6];
+
+    (void)state;
+    ids_uuid_v5(tag, strlen(tag), unknown);
+    make_termination_item(arena, &items[0],
+                          arena_printf(arena, "term-%s-1", tag), "msp-t",
+                          unknown, NULL);
+    make_termination_item(arena, &items[1],
+                          arena_printf(arena, "term-%s-2", tag), "msp-t",
+                          "not-a-uuid", NULL);
+    make_termination_item(arena, &items[2],
+                          arena_printf(arena, "term-%s-3", tag), "msp-other",
+                          customer, NULL);
+    make_termination_item(arena, &items[3],
+                          arena_printf(arena, "term-%s-4", tag), "msp-t",
+                          customer, &past);
+    make_termination_item(arena, &items[4],
+                          arena_printf(arena, "term-%s-5", tag), "msp-t",
+                          customer, NULL);
+    make_termination_item(arena, &items[5],
+                          arena_printf(arena, "term-%s-6", tag), "msp-t",
+                          active, &future);
+    claim_and_commit(store, items, 6, arena);
+
+    assert_int_equal(items[0].outcome, STORE_REJECTED);
+    assert_int_equal(items[0].termination_code, MW_REJ_UNKNOWN_CUSTOMER);
+    assert_int_equal(items[1].outcome, STORE_REJECTED);
+    assert_int_equal(items[1].termination_code, MW_REJ_UNKNOWN_CUSTOMER);
+    assert_int_equal(items[2].outcome, STORE_REJECTED);
+    assert_int_equal(items[2].termination_code, MW_REJ_NOT_CUSTOMER_OWNER);
+    assert_int_equal(items[3].outcome, STORE_SCHEDULED);
+    /* A past effective time means now. */
+    assert_int_equal(items[3].effective_at, items[3].occurred_at);
+    assert_true(items[3].was_trial);
+    assert_int_equal(items[4].outcome, STORE_REJECTED);
+    assert_int_equal(items[4].termination_code, MW_REJ_ALREADY_TERMINATED);
+    assert_int_equal(items[5].outcome, STORE_SCHEDULED);
+    assert_int_equal(items[5].effective_at, future);
+    assert_false(items[5].was_trial);
+
+    assert_int_equal(query_num("SELECT count(*) FROM terminations "
+                               "WHERE customer_id = $1 AND msp_id = 'msp-t' "
+                               "AND applied_at IS NULL",
+                               1, customer),
+                     1);
+    assert_int_equal(query_num("SELECT count(*) FROM requests "
+                               "WHERE request_id LIKE $1 "
+                               "AND kind = 'termination'",
+                               1, arena_printf(arena, "term-%s-%%", tag)),
+                     6);
+
+    /* Redelivered: duplicate; same id other content: conflict. */
+    make_termination_item(arena, &items[0],
+                          arena_printf(arena, "term-%s-4", tag), "msp-t",
+                          customer, &past);
+    make_termination_item(arena, &items[1],
+                          arena_printf(arena, "term-%s-6", tag), "msp-t",
+                          active, NULL);
+    memset(items[1].payload_hash, 0x78, sizeof(items[1].payload_hash));
+    claim_and_commit(store, items, 2, arena);
+    assert_int_equal(items[0].outcome, STORE_DUPLICATE);
+    assert_int_equal(items[1].outcome, STORE_CONFLICT);
+
+    /* A customer already terminated by the lifecycle. */
+    admin_exec("UPDATE customers SET status = 'TERMINATED' "
+               "WHERE customer_id = $1",
+               1, active);
+    admin_exec("DELETE FROM terminations WHERE customer_id = $1", 1, active);
+    make_termination_item(arena, &items[0],
+                          arena_printf(arena, "term-%s-7", tag), "msp-t",
+                          active, NULL);
+    claim_and_commit(store, items, 1, arena);
+    assert_int_equal(items[0].outcome, STORE_REJECTED);
+    assert_int_equal(items[0].termination_code, MW_REJ_ALREADY_TERMINATED);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+struct batch_thread {
+    const char *url;
+    struct store_item *items;
+    size_t count;
+    int rc;
+    struct mw_error err;
+};
+
+static void *batch_main(void *arg)
+{
+    struct batch_thread *t = arg;
+    struct store *store = store_new(t->url, &t->err);
+    struct mw_arena *arena = arena_new();
+
+    t->rc = -1;
+    if (store != NULL &&
+        store_batch_claim(store, t->items, t->count, arena, &t->err) == 0)
+        t->rc = store_batch_finish(store, NULL, 0, &t->err);
+    store_destroy(store);
+    arena_destroy(arena);
+    return NULL;
+}
+
+/*
+ * A batch that deadlocks with another transaction is rolled back by the
+ * server (40P01) and run again by the store.  The other transaction holds
+ * domain y and then asks for x while the batch holds x and waits for y.
+ */
+static void deadlocked_batch_is_retried(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    const char *tag = new_tag(arena);
+    const char *x = arena_printf(arena, "x.%s.example", tag);
+    const char *y = arena_printf(arena, "y.%s.example", tag);
+    static const char sql_hold[] =
+        "INSERT INTO customer_domains (domain, customer_id, is_primary) "
+        "VALUES ($1, gen_random_uuid(), true)";
+    struct timespec pause = {0, 300 * 1000 * 1000};
+    struct store_item items[2];
+    struct batch_thread thread = {0};
+    pthread_t id;
+    PGconn *other = PQconnectdb(db_url);
+    PGresult *res;
+    const char *values[1];
+
+    (void)state;
+    assert_int_equal(PQstatus(other), CONNECTION_OK);
+    /* The batch's backend must be the one to detect the deadlock. */
+    res = PQexec(other, "SET deadlock_timeout = '10s'");
+    PQclear(res);
+    res = PQexec(other, "BEGIN");
+    PQclear(res);
+    values[0] = y;
+    res = PQexecParams(other, sql_hold, 1, NULL, values, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+
+    make_item(arena, &items[0],
+              make_request(arena, arena_printf(arena, "req-%s-x", tag), "msp-a",
+                           x, NULL),
+              1);
+    make_item(arena, &items[1],
+              make_request(arena, arena_printf(arena, "req-%s-y", tag), "msp-a",
+                           y, NULL),
+              1);
+    thread.url = db_url;
+    thread.items = items;
+    thread.count = 2;
+    assert_int_equal(pthread_create(&id, NULL, batch_main, &thread), 0);
+    nanosleep(&pause, NULL); /* the batch holds x and waits for y */
+
+    values[0] = x;
+    res = PQexecParams(other, sql_hold, 1, NULL, values, NULL, NULL, 0);
+    /* Succeeds only once the batch has been rolled back. */
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    nanosleep(&pause, NULL);
+    res = PQexec(other, "ROLLBACK");
+    PQclear(res);
+    PQfinish(other);
+
+    pthread_join(id, NULL);
+    check_ok(thread.rc, &thread.err);
+    assert_int_equal(items[0].outcome, STORE_CREATED);
+    assert_int_equal(items[1].outcome, STORE_CREATED);
+    arena_destroy(arena);
+}
+
+/* Ends every other session of this database, as a failover would. */
+static void terminate_other_sessions(void)
+{
+    admin_exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+               "WHERE pid <> pg_backend_pid() "
+               "AND datname = current_database() "
+               "AND backend_type = 'client backend'",
+               0);
+}
+
+static void lost_connection_is_retriable_and_reconnects(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    const char *id = arena_printf(arena, "req-%s", tag);
+    struct store_item item;
+    struct mw_error err = {0};
+    struct timespec pause = {0, 100 * 1000 * 1000};
+
+    (void)state;
+    check_ok(store_ping(store, &err), &err);
+    terminate_other_sessions();
+    nanosleep(&pause, NULL);
+    assert_int_equal(store_ping(store, &err), -1);
+    assert_true(err.retriable);
+    check_ok(store_ping(store, &err), &err);
+
+    /* A batch whose connection dies before the commit commits nothing,
+     * and the store does not continue it on a new connection. */
+    make_item(arena, &item,
+              make_request(arena, id, "msp-a",
+                           arena_printf(arena, "%s.example", tag), NULL),
+              1);
+    check_ok(store_batch_claim(store, &item, 1, arena, &err), &err);
+    terminate_other_sessions();
+    nanosleep(&pause, NULL);
+    assert_int_equal(store_batch_finish(store, NULL, 0, &err), -1);
+    assert_true(err.retriable);
+    assert_int_equal(query_num("SELECT count(*) FROM requests "
+                               "WHERE request_id = $1",
+                               1, id),
+                     0);
+    claim_and_commit(store, &item, 1, arena);
+    assert_int_equal(item.outcome, STORE_CREATED);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+/* ---- outbox and relay ---- */
+
+static struct store_outbox_row event_row(struct mw_arena *arena,
+                                         const char *name)
+{
+    char *event_id = arena_alloc(arena, IDS_UUID_LEN + 1);
+    struct store_outbox_row row = {0};
+
+    ids_uuid_v5(name, strlen(name), event_id);
+    row.stream = STORE_STREAM_EVENTS;
+    row.event_id = event_id;
+    row.key = name;
+    row.key_len = strlen(name);
+    row.headers = "h\0x";
+    row.headers_len = 3;
+    row.payload = arena_printf(arena, "payload of %s", name);
+    row.payload_len = strlen(row.payload);
+    return row;
+}
+
+static void finish_writes_outbox_rows_once(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    struct store_outbox_row rows[3];
+    struct store_item item;
+    struct mw_error err = {0};
+
+    (void)state;
+    make_item(arena, &item,
+              make_request(arena, arena_printf(arena, "req-%s", tag), "msp-a",
+                           arena_printf(arena, "%s.example", tag), NULL),
+              1);
+    rows[0] = event_row(arena, arena_printf(arena, "ev-%s-1", tag));
+    rows[1] = event_row(arena, arena_printf(arena, "ev-%s-2", tag));
+    memset(&rows[2], 0, sizeof(rows[2]));
+    rows[2].stream = STORE_STREAM_DLQ;
+    check_ok(store_batch_claim(store, &item, 1, arena, &err), &err);
+    check_ok(store_batch_finish(store, rows, 3, &err), &err);
+    assert_int_equal(query_num("SELECT count(*) FROM outbox "
+                               "WHERE key = convert_to($1, 'UTF8') "
+                               "AND stream = 0 AND headers = '\\x680078' "
+                               "AND published_at IS NULL",
+                               1, rows[0].key),
+                     1);
+
+    /* The batch again (a redelivery after a crash): events skipped, the
+     * DLQ row has no event id and is written again. */
+    check_ok(store_batch_claim(store, &item, 1, arena, &err), &err);
+    assert_int_equal(item.outcome, STORE_DUPLICATE);
+    check_ok(store_batch_finish(store, rows, 2, &err), &err);
+    assert_int_equal(query_num("SELECT count(*) FROM outbox "
+                               "WHERE event_id = ANY (ARRAY[$1, $2]::uuid[])",
+                               2, rows[0].event_id, rows[1].event_id),
+                     2);
+
+    /* Outbox rows without a claim open their own transaction. */
+    rows[0] = event_row(arena, arena_printf(arena, "ev-%s-3", tag));
+    check_ok(store_batch_finish(store, rows, 1, &err), &err);
+    assert_int_equal(query_num("SELECT count(*) FROM outbox "
+                               "WHERE event_id = $1",
+                               1, rows[0].event_id),
+                     1);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+static void fetch_returns_oldest_first_and_mark_hides_them(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    struct store_outbox_row rows[3];
+    struct store_outbox_msg *msgs;
+    size_t count;
+    int64_t ids[2], backlog, age;
+    struct mw_error err = {0};
+    static const unsigned char dlq_payload[] = {0xC3, 0x01, 0x00, 0xFF};
+
+    (void)state;
+    /* Only this test's rows are unpublished from here on. */
+    admin_exec("UPDATE outbox SET published_at = now() "
+               "WHERE published_at IS NULL",
+               0);
+    check_ok(store_outbox_backlog(store, &backlog, &age, &err), &err);
+    assert_int_equal(backlog, 0);
+    assert_int_equal(age, 0);
+
+    rows[0] = event_row(arena, arena_printf(arena, "ev-%s-1", tag));
+    memset(&rows[1], 0, sizeof(rows[1]));
+    rows[1].stream = STORE_STREAM_DLQ;
+    rows[1].payload = dlq_payload;
+    rows[1].payload_len = sizeof(dlq_payload);
+    rows[1].headers = "";
+    rows[1].headers_len = 0;
+    rows[2] = event_row(arena, arena_printf(arena, "ev-%s-3", tag));
+    check_ok(store_batch_finish(store, rows, 3, &err), &err);
+
+    check_ok(store_outbox_backlog(store, &backlog, &age, &err), &err);
+    assert_int_equal(backlog, 3);
+    assert_true(age >= 0);
+
+    check_ok(store_outbox_fetch(store, 10, arena, &msgs, &count, &err), &err);
+    assert_int_equal(count, 3);
+    assert_true(msgs[0].id < msgs[1].id && msgs[1].id < msgs[2].id);
+    assert_int_equal(msgs[0].stream, STORE_STREAM_EVENTS);
+    assert_int_equal(msgs[0].key_len, rows[0].key_len);
+    assert_memory_equal(msgs[0].key, rows[0].key, rows[0].key_len);
+    assert_int_equal(msgs[0].headers_len, 3);
+    assert_memory_equal(msgs[0].headers, "h\0x", 3);
+    assert_int_equal(msgs[0].payload_len, rows[0].payload_len);
+    assert_memory_equal(msgs[0].payload, rows[0].payload, rows[0].payload_len);
+    assert_int_equal(msgs[1].stream, STORE_STREAM_DLQ);
+    assert_null(msgs[1].key);
+    assert_non_null(msgs[1].headers);
+    assert_int_equal(msgs[1].headers_len, 0);
+    assert_int_equal(msgs[1].payload_len, sizeof(dlq_payload));
+    assert_memory_equal(msgs[1].payload, dlq_payload, sizeof(dlq_payload));
+
+    check_ok(store_outbox_fetch(store, 2, arena, &msgs, &count, &err), &err);
+    assert_int_equal(count, 2);
+    ids[0] = msgs[0].id;
+    ids[1] = msgs[1].id;
+    check_ok(store_outbox_mark_published(store, ids, 2, &err), &err);
+    check_ok(store_outbox_fetch(store, 10, arena, &msgs, &count, &err), &err);
+    assert_int_equal(count, 1);
+    assert_true(msgs[0].id > ids[1]);
+    check_ok(store_outbox_backlog(store, &backlog, &age, &err), &err);
+    assert_int_equal(backlog, 1);
+
+    /* Published rows older than the retention go; unpublished stay. */
+    assert_int_equal(store_outbox_purge(store, 3600 * 1000, &err), 0);
+    assert_true(store_outbox_purge(store, 0, &err) >= 2);
+    assert_int_equal(query_num("SELECT count(*) FROM outbox "
+                               "WHERE published_at IS NOT NULL",
+                               0),
+                     0);
+    check_ok(store_outbox_backlog(store, &backlog, &age, &err), &err);
+    assert_int_equal(backlog, 1);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+static void relay_lead_is_exclusive_until_disconnect(void **state)
+{
+    struct store *first = open_store();
+    struct store *second = open_store();
+    struct mw_error err = {0};
+    bool is_leader = false;
+    struct timespec pause = {0, 50 * 1000 * 1000};
+
+    (void)state;
+    check_ok(store_relay_lead(first, &is_leader, &err), &err);
+    assert_true(is_leader);
+    check_ok(store_relay_lead(first, &is_leader, &err), &err);
+    assert_true(is_leader);
+    check_ok(store_relay_lead(second, &is_leader, &err), &err);
+    assert_false(is_leader);
+
+    store_destroy(first);
+    /* The server releases the lock when the backend has exited. */
+    for (int i = 0; i < 100 && !is_leader; i++) {
+        check_ok(store_relay_lead(second, &is_leader, &err), &err);
+        if (!is_leader)
+            nanosleep(&pause, NULL);
+    }
+    assert_true(is_leader);
+    store_destroy(second);
+}
+
+static void wait_returns_after_notify(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *relay = open_store();
+    struct store *worker = open_store();
+    struct store_outbox_row row =
+        event_row(arena, arena_printf(arena, "ev-%s", new_tag(arena)));
+    struct mw_error err = {0};
+
+    (void)state;
+    assert_int_equal(store_outbox_wait(relay, 50, &err), 0);
+    check_ok(store_batch_finish(worker, &row, 1, &err), &err);
+    assert_int_equal(store_outbox_wait(relay, 5000, &err), 1);
+    assert_int_equal(store_outbox_wait(relay, 50, &err), 0);
+    store_destroy(worker);
+    store_destroy(relay);
+    arena_destroy(arena);
+}
+
+static double seconds_since(const struct timespec *start)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) +
+           (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+static void thousand_requests_claim_in_one_call(void **state)
+{
+    enum { N = 1000 };
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    struct store_item *items = calloc(N, sizeof(*items));
+    struct store_outbox_row *rows = calloc(N, sizeof(*rows));
+    struct mw_error err = {0};
+    struct timespec start;
+    double claim_s, finish_s;
+
+    (void)state;
+    assert_non_null(items);
+    assert_non_null(rows);
+    for (int i = 0; i < N; i++) {
+        const char *id = arena_printf(arena, "req-%s-%d", tag, i);
+
+        make_item(arena, &items[i],
+                  make_request(arena, id, "msp-bulk",
+                               arena_printf(arena, "d%d.%s.example", i, tag),
+                               arena_printf(arena, "m.d%d.%s.example", i, tag)),
+                  1);
+        rows[i] = event_row(arena, id);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    check_ok(store_batch_claim(store, items, N, arena, &err), &err);
+    claim_s = seconds_since(&start);
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    check_ok(store_batch_finish(store, rows, N, &err), &err);
+    finish_s = seconds_since(&start);
+    printf("claim of %d requests: %.1f ms; finish with %d outbox rows: "
+           "%.1f ms\n",
+           N, claim_s * 1000, N, finish_s * 1000);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(items[i].outcome, STORE_CREATED);
+    assert_int_equal(query_num("SELECT count(*) FROM customers "
+                               "WHERE msp_id = 'msp-bulk' "
+                               "AND request_id LIKE $1",
+                               1, arena_printf(arena, "req-%s-%%", tag)),
+                     N);
+    free(rows);
+    free(items);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+static void unreachable_server_is_retriable(void **state)
+{
+    struct mw_error err = {0};
+    struct store *store =
+        store_new("postgresql://nobody:secret@127.0.0.1:1/none"
+                  "?connect_timeout=2",
+                  &err);
+
+    (void)state;
+    assert_null(store);
+    assert_int_equal(err.code, MW_ERR_DATABASE);
+    assert_true(err.retriable);
+    assert_null(strstr(err.msg, "secret"));
+    assert_null(strstr(err.detail, "secret"));
+}
+
+static int group_setup(void **state)
+{
+    struct mw_error err = {0};
+    struct store *store;
+    int rc;
+
+    (void)state;
+    db_url = getenv("MW_TEST_DATABASE_URL");
+    if (db_url == NULL) {
+        fprintf(stderr, "MW_TEST_DATABASE_URL is not set; "
+                        "run under tests/with-postgres.sh\n");
+        return -1;
+    }
+    snprintf(run_tag, sizeof(run_tag), "t%lx%x", (long)time(NULL),
+             (unsigned)getpid());
+    admin = PQconnectdb(db_url);
+    if (PQstatus(admin) != CONNECTION_OK) {
+        fprintf(stderr, "could not connect: %s", PQerrorMessage(admin));
+        return -1;
+    }
+    store = store_new(db_url, &err);
+    rc = store ? store_migrate(store, &err) : -1;
+    if (rc != 0)
+        mw_error_print(&err, "migrate");
+    store_destroy(store);
+    return rc;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    PQfinish(admin);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(migrate_twice_is_a_noop),
+        cmocka_unit_test(concurrent_migrations_apply_each_once),
+        cmocka_unit_test(valid_request_is_created),
+        cmocka_unit_test(account_types_set_status_and_billing),
+        cmocka_unit_test(redelivered_request_is_duplicate),
+        cmocka_unit_test(same_id_other_content_is_conflict),
+        cmocka_unit_test(second_request_in_batch_for_taken_domain_is_rejected),
+        cmocka_unit_test(released_domain_can_be_taken_again),
+        cmocka_unit_test(rule_rejected_request_is_recorded_without_customer),
+        cmocka_unit_test(aborted_batch_leaves_nothing),
+        cmocka_unit_test(concurrent_claims_of_one_request_create_once),
+        cmocka_unit_test(concurrent_claims_of_one_domain_create_once),
+        cmocka_unit_test(termination_outcomes),
+        cmocka_unit_test(deadlocked_batch_is_retried),
+        cmocka_unit_test(lost_connection_is_retriable_and_reconnects),
+        cmocka_unit_test(finish_writes_outbox_rows_once),
+        cmocka_unit_test(fetch_returns_oldest_first_and_mark_hides_them),
+        cmocka_unit_test(relay_lead_is_exclusive_until_disconnect),
+        cmocka_unit_test(wait_returns_after_notify),
+        cmocka_unit_test(thousand_requests_claim_in_one_call),
+        cmocka_unit_test(unreachable_server_is_retriable),
+    };
+
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,1348 @@
+/*
+ * PostgreSQL storage: migrations, the batch transaction that claims
+ * requests and writes their outbox rows, and the outbox queries of the
+ * relay.  This is the only module that speaks SQL; it knows nothing of
+ * Kafka or Avro, and decides no business rule the database can decide
+ * (domain uniqueness, idempotency and the account arithmetic live in the
+ * claim functions of migrations/0001_initial.sql).
+ *
+ * Invariant: a batch is one transaction, opened by store_batch_claim and
+ * ended by store_batch_finish (commit) or store_batch_abort; nothing of a
+ * batch is ever committed without its outbox rows.  When the connection is
+ * in doubt (a pipeline broken half way, a lost connection) it is dropped,
+ * which rolls back on the server, and the next call reconnects; a batch
+ * open on a dropped connection is never continued on a new one.
+ */
+#include "store.h"
+#include "embedded_files.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/*
+ * Advisory lock keys (classid, objid): 'mw' and a number per purpose.
+ * Other modules' keys belong here too, so that they never collide.
+ */
+#define LOCK_CLASS "28023"
+#define LOCK_MIGRATIONS "1"
+#define LOCK_RELAY "2"
+
+/* Attempts of a batch that fails with 40001 or 40P01. */
+#define CLAIM_MAX_ATTEMPTS 5
+
+#define OUTBOX_CHANNEL "mw_outbox"
+
+/*
+ * Longest request id sent to the database, in bytes.  Valid ids have at
+ * most MW_MAX_ID code points; an invalid one may be anything, and a key
+ * beyond a B-tree page would fail the whole batch.
+ */
+#define MAX_KEY_BYTES (4 * MW_MAX_ID)
+
+struct store {
+    PGconn *conn; /* NULL after a drop: reconnect on the next call */
+    char *conninfo;
+    bool is_prepared;  /* the named statements exist on conn */
+    bool is_listening; /* LISTEN done on conn */
+    bool is_leader;    /* the relay lock is held by conn */
+    bool in_batch;     /* a batch transaction is open on conn */
+    unsigned int seed; /* retry jitter */
+};
+
+/* Server notices (CREATE ... IF NOT EXISTS, migrations) are not errors. */
+static void ignore_notice(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
+/* Forgets the connection; the server rolls back what was open. */
+static void drop_connection(struct store *store)
+{
+    PQfinish(store->conn);
+    store->conn = NULL;
+    store->is_prepared = false;
+    store->is_listening = false;
+    store->is_leader = false;
+    store->in_batch = false;
+}
+
+/* Copies text without its trailing newlines, which libpq adds. */
+static void copy_trimmed(char *dst, size_t size, const char *src)
+{
+    size_t len;
+
+    snprintf(dst, size, "%s", src ? src : "");
+    len = strlen(dst);
+    while (len > 0 && (dst[len - 1] == '\n' || dst[len - 1] == '\r'))
+        dst[--len] = '\0';
+}
+
+static bool is_retriable_state(const char *sqlstate)
+{
+    if (sqlstate == NULL)
+        return false;
+    return strncmp(sqlstate, "08", 2) == 0 ||
+           strcmp(sqlstate, "57P01") == 0 || /* admin_shutdown */
+           strcmp(sqlstate, "57P02") == 0 || /* crash_shutdown */
+           strcmp(sqlstate, "57P03") == 0 || /* cannot_connect_now */
+           strcmp(sqlstate, "40001") == 0 || /* serialization_failure */
+           strcmp(sqlstate, "40P01") == 0;   /* deadlock_detected */
+}
+
+static bool is_serialization_state(const char *sqlstate)
+{
+    return sqlstate != NULL &&
+           (strcmp(sqlstate, "40001") == 0 || strcmp(sqlstate, "40P01") == 0);
+}
+
+/*
+ * Fills err with what (the primary message) and the server's SQLSTATE and
+ * message from res, or the connection's message when res has none.  A
+ * lost connection is retriable and is dropped.
+ */
+static void set_error(struct store *store, struct mw_error *err,
+                      const char *what, const PGresult *res)
+{
+    const char *sqlstate = NULL, *primary = NULL, *detail = NULL;
+    char text[400];
+    bool is_lost;
+
+    if (res != NULL) {
+        sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+        detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+    }
+    if (primary == NULL)
+        primary = store->conn ? PQerrorMessage(store->conn) : "no connection";
+    copy_trimmed(text, sizeof(text), primary);
+    is_lost = store->conn == NULL || PQstatus(store->conn) != CONNECTION_OK;
+    mw_error_set(err, MW_ERR_DATABASE, is_lost || is_retriable_state(sqlstate),
+                 "%s", what);
+    if (sqlstate != NULL && detail != NULL)
+        mw_error_detail(err, "SQLSTATE %s: %s (%s)", sqlstate, text, detail);
+    else if (sqlstate != NULL)
+        mw_error_detail(err, "SQLSTATE %s: %s", sqlstate, text);
+    else
+        mw_error_detail(err, "%s", text[0] ? text : "connection lost");
+    if (is_lost)
+        drop_connection(store);
+}
+
+static int connect_db(struct store *store, struct mw_error *err)
+{
+    char text[400];
+
+    store->conn = PQconnectdb(store->conninfo);
+    if (store->conn == NULL) {
+        mw_error_set(err, MW_ERR_SYSTEM, true,
+                     "could not connect to PostgreSQL");
+        mw_error_detail(err, "out of memory");
+        return -1;
+    }
+    if (PQstatus(store->conn) != CONNECTION_OK) {
+        /* libpq's message names host and port, never the password. */
+        copy_trimmed(text, sizeof(text), PQerrorMessage(store->conn));
+        mw_error_set(err, MW_ERR_DATABASE, true,
+                     "could not connect to PostgreSQL");
+        mw_error_detail(err, "%s", text);
+        mw_error_hint(err, "Check MESH_WORKER_DATABASE_URL and the server.");
+        drop_connection(store);
+        return -1;
+    }
+    PQsetNoticeProcessor(store->conn, ignore_notice, NULL);
+    if (PQsetClientEncoding(store->conn, "UTF8") != 0) {
+        set_error(store, err, "could not set the client encoding", NULL);
+        drop_connection(store);
+        return -1;
+    }
+    return 0;
+}
+
+/* Reconnects when the last call lost the connection. */
+static int ensure_connected(struct store *store, struct mw_error *err)
+{
+    if (store->conn != NULL && PQstatus(store->conn) == CONNECTION_OK)
+        return 0;
+    drop_connection(store);
+    return connect_db(store, err);
+}
+
+struct store *store_new(const char *conninfo, struct mw_error *err)
+{
+    struct store *store = calloc(1, sizeof(*store));
+
+    if (store == NULL || (store->conninfo = strdup(conninfo)) == NULL) {
+        free(store);
+        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        return NULL;
+    }
+    store->seed = (unsigned int)time(NULL) ^ (unsigned int)(uintptr_t)store;
+    if (connect_db(store, err) != 0) {
+        store_destroy(store);
+        return NULL;
+    }
+    return store;
+}
+
+void store_destroy(struct store *store)
+{
+    if (store == NULL)
+        return;
+    PQfinish(store->conn);
+    free(store->conninfo);
+    free(store);
+}
+
+/* Runs one statement with text parameters and discards its result. */
+static int exec_params(struct store *store, const char *sql, int nparams,
+                       const char *const *values, const char *what,
+                       struct mw_error *err)
+{
+    PGresult *res =
+        PQexecParams(store->conn, sql, nparams, NULL, values, NULL, NULL, 0);
+    ExecStatusType status = PQresultStatus(res);
+
+    if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+        set_error(store, err, what, res);
+        PQclear(res);
+        return -1;
+    }
+    PQclear(res);
+    return 0;
+}
+
+int store_ping(struct store *store, struct mw_error *err)
+{
+    static const char sql_ping[] = "SELECT 1";
+
+    if (ensure_connected(store, err) != 0)
+        return -1;
+    return exec_params(store, sql_ping, 0, NULL, "could not ping PostgreSQL",
+                       err);
+}
+
+/* ---- migrations ---- */
+
+/* Reads the version from a name such as "0001_initial.sql"; -1 if none. */
+static int migration_version(const char *name)
+{
+    long version = 0;
+    const char *p = name;
+
+    while (*p >= '0' && *p <= '9' && version < 1000000)
+        version = version * 10 + (*p++ - '0');
+    if (p == name || *p != '_')
+        return -1;
+    return (int)version;
+}
+
+static bool is_applied(const int *versions, int count, int version)
+{
+    for (int i = 0; i < count; i++) {
+        if (versions[i] == version)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * One transaction per migration: its statements and the row recording it
+ * commit together, so a migration is either wholly applied and recorded
+ * or not at all.
+ */
+static int apply_migration(struct store *store,
+                           const struct mw_embedded_file *file, int version,
+                           struct mw_error *err)
+{
+    static const char sql_record[] =
+        "INSERT INTO schema_migrations (version, name, applied_at) "
+        "VALUES ($1, $2, now())";
+    char version_text[16];
+    const char *values[2] = {version_text, file->name};
+    char what[200];
+    PGresult *res;
+
+    snprintf(what, sizeof(what), "could not apply migration %s", file->name);
+    snprintf(version_text, sizeof(version_text), "%d", version);
+    if (exec_params(store, "BEGIN", 0, NULL, what, err) != 0)
+        return -1;
+    /* A migration is several statements: the simple protocol runs them. */
+    res = PQexec(store->conn, file->text);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK &&
+        PQresultStatus(res) != PGRES_TUPLES_OK) {
+        set_error(store, err, what, res);
+        PQclear(res);
+        goto fail;
+    }
+    PQclear(res);
+    if (exec_params(store, sql_record, 2, values, what, err) != 0)
+        goto fail;
+    if (exec_params(store, "COMMIT", 0, NULL, what, err) != 0)
+        goto fail;
+    return 0;
+
+fail:
+    if (store->conn != NULL) {
+        res = PQexec(store->conn, "ROLLBACK");
+        PQclear(res);
+    }
+    return -1;
+}
+
+int store_migrate(struct store *store, struct mw_error *err)
+{
+    static const char sql_lock[] = "SELECT pg_advisory_lock($1, $2)";
+    static const char sql_unlock[] = "SELECT pg_advisory_unlock($1, $2)";
+    static const char sql_create[] =
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version integer PRIMARY KEY,"
+        " name text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now())";
+    static const char sql_applied[] = "SELECT version FROM schema_migrations";
+    const char *lock_key[2] = {LOCK_CLASS, LOCK_MIGRATIONS};
+    int *versions = NULL;
+    int applied = 0, last = -1, rc = -1;
+    PGresult *res;
+
+    if (store->in_batch) {
+        mw_error_set(err, MW_ERR_DATABASE, false,
+                     "cannot migrate inside a batch transaction");
+        return -1;
+    }
+    if (ensure_connected(store, err) != 0)
+        return -1;
+    /* Replicas starting together queue here; the first applies. */
+    if (exec_params(store, sql_lock, 2, lock_key,
+                    "could not lock the migrations", err) != 0)
+        return -1;
+    if (exec_params(store, sql_create, 0, NULL,
+                    "could not create table schema_migrations", err) != 0)
+        goto done;
+
+    res = PQexecParams(store->conn, sql_applied, 0, NULL, NULL, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        set_error(store, err, "could not read schema_migrations", res);
+        PQclear(res);
+        goto done;
+    }
+    applied = PQntuples(res);
+    versions = calloc((size_t)applied + 1, sizeof(*versions));
+    if (versions == NULL) {
+        PQclear(res);
+        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < applied; i++)
+        versions[i] = atoi(PQgetvalue(res, i, 0));
+    PQclear(res);
+
+    for (const struct mw_embedded_file *f = mw_embedded_files; f->kind; f++) {
+        int version;
+
+        if (strcmp(f->kind, "migration") != 0)
+            continue;
+        version = migration_version(f->name);
+        if (version <= last) {
+            mw_error_set(err, MW_ERR_CONFIG, false,
+                         "invalid migration file name \"%s\"", f->name);
+            mw_error_detail(
+                err, "Names start with a unique, increasing number and \"_\".");
+            goto done;
+        }
+        last = version;
+        if (is_applied(versions, applied, version))
+            continue;
+        if (apply_migration(store, f, version, err) != 0)
+            goto done;
+    }
+    rc = 0;
+
+done:
+    free(versions);
+    /* A lost connection has released the lock already. */
+    if (store->conn != NULL) {
+        res = PQexecParams(store->conn, sql_unlock, 2, NULL, lock_key, NULL,
+                           NULL, 0);
+        PQclear(res);
+    }
+    return rc;
+}
+
+/* ---- the batch transaction ---- */
+
+static const char stmt_claim_request[] = "mw_claim_request";
+static const char sql_claim_request[] =
+    "SELECT outcome, taken FROM mw_claim_request("
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
+    "$16, $17, $18, $19, $20, $21, $22, $23, $24)";
+#define CLAIM_REQUEST_PARAMS 24
+
+static const char stmt_claim_termination[] = "mw_claim_termination";
+static const char sql_claim_termination[] =
+    "SELECT outcome, code, effective_at, was_trial "
+    "FROM mw_claim_termination($1, $2, $3, $4, $5, $6, $7)";
+#define CLAIM_TERMINATION_PARAMS 7
+
+static const char stmt_outbox_insert[] = "mw_outbox_insert";
+static const char sql_outbox_insert[] =
+    "INSERT INTO outbox (stream, event_id, key, headers, payload) "
+    "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING";
+#define OUTBOX_INSERT_PARAMS 5
+
+/*
+ * Prepares the batch statements once per connection.  Needs the schema,
+ * so it runs at the first batch rather than at connect.
+ */
+static int prepare_statements(struct store *store, struct mw_error *err)
+{
+    static const struct {
+        const char *name, *sql;
+        int nparams;
+    } statements[] = {
+        {stmt_claim_request, sql_claim_request, CLAIM_REQUEST_PARAMS},
+        {stmt_claim_termination, sql_claim_termination,
+         CLAIM_TERMINATION_PARAMS},
+        {stmt_outbox_insert, sql_outbox_insert, OUTBOX_INSERT_PARAMS},
+    };
+
+    if (store->is_prepared)
+        return 0;
+    for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++) {
+        PGresult *res =
+            PQprepare(store->conn, statements[i].name, statements[i].sql,
+                      statements[i].nparams, NULL);
+
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            set_error(store, err, "could not prepare statements", res);
+            mw_error_hint(err, "Run \"mesh-worker migrate\" first.");
+            PQclear(res);
+            return -1;
+        }
+        PQclear(res);
+    }
+    store->is_prepared = true;
+    return 0;
+}
+
+/*
+ * Reads the result of the next query of a pipeline, and the NULL that ends
+ * it.  Returns NULL when the connection failed; the caller then drops it.
+ */
+static PGresult *pipeline_next(struct store *store)
+{
+    PGresult *res = PQgetResult(store->conn);
+    PGresult *end;
+
+    if (res == NULL)
+        return NULL;
+    end = PQgetResult(store->conn);
+    if (end != NULL) {
+        /* More than one result for one query: only COPY does that. */
+        PQclear(end);
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+/* Queues a statement without parameters in the pipeline; 0 or -1. */
+static int send_command(struct store *store, const char *sql)
+{
+    int sent =
+        PQsendQueryParams(store->conn, sql, 0, NULL, NULL, NULL, NULL, 0);
+
+    return sent == 1 ? 0 : -1;
+}
+
+/* Reads the sync that ends a pipeline and leaves pipeline mode. */
+static int pipeline_end(struct store *store)
+{
+    PGresult *res = PQgetResult(store->conn);
+    bool is_sync = PQresultStatus(res) == PGRES_PIPELINE_SYNC;
+
+    PQclear(res);
+    if (!is_sync || PQexitPipelineMode(store->conn) != 1)
+        return -1;
+    return 0;
+}
+
+/* True when s is well-formed UTF-8, which PostgreSQL insists on. */
+static bool is_utf8(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+
+    while (*p) {
+        int n;
+        unsigned int c;
+
+        if (*p < 0x80) {
+            p++;
+            continue;
+        } else if ((*p & 0xE0) == 0xC0) {
+            n = 1;
+            c = *p & 0x1F;
+        } else if ((*p & 0xF0) == 0xE0) {
+            n = 2;
+            c = *p & 0x0F;
+        } else if ((*p & 0xF8) == 0xF0) {
+            n = 3;
+            c = *p & 0x07;
+        } else {
+            return false;
+        }
+        p++;
+        for (int i = 0; i < n; i++, p++) {
+            if ((*p & 0xC0) != 0x80)
+                return false;
+            c = (c << 6) | (*p & 0x3F);
+        }
+        if ((n == 1 && c < 0x80) || (n == 2 && c < 0x800) ||
+            (n == 3 && (c < 0x10000 || c > 0x10FFFF)) ||
+            (c >= 0xD800 && c <= 0xDFFF))
+            return false;
+    }
+    return true;
+}
+
+/* A text parameter that must not fail the batch: NULL when unusable. */
+static const char *safe_text(const char *s, size_t max_bytes)
+{
+    if (s == NULL || strlen(s) > max_bytes || !is_utf8(s))
+        return NULL;
+    return s;
+}
+
+static const char *enum_name(const char *const *names, int count, int value)
+{
+    return value >= 0 && value < count ? names[value] : NULL;
+}
+
+/* Writes a text[] literal of strs, every element quoted, into arena. */
+static char *array_literal(struct mw_arena *arena, const char *const *strs,
+                           size_t count)
+{
+    size_t len = 3;
+    char *buf, *p;
+
+    for (size_t i = 0; i < count; i++)
+        len += 2 * strlen(strs[i]) + 3;
+    buf = arena_alloc(arena, len);
+    if (buf == NULL)
+        return NULL;
+    p = buf;
+    *p++ = '{';
+    for (size_t i = 0; i < count; i++) {
+        if (i > 0)
+            *p++ = ',';
+        *p++ = '"';
+        for (const char *s = strs[i]; *s; s++) {
+            if (*s == '"' || *s == '\\')
+                *p++ = '\\';
+            *p++ = *s;
+        }
+        *p++ = '"';
+    }
+    *p++ = '}';
+    *p = '\0';
+    return buf;
+}
+
+/*
+ * Parses a text[] in PostgreSQL's output format into an arena array.
+ * NULL elements are skipped.  Returns 0, or -1 when out of memory or
+ * malformed.
+ */
+static int parse_array(struct mw_arena *arena, const char *text,
+                       const char ***strs, size_t *count)
+{
+    size_t max = 1, n = 0, len = strlen(text);
+    const char **out;
+    char *buf;
+    const char *p = text;
+
+    *strs = NULL;
+    *count = 0;
+    if (len < 2 || text[0] != '{' || text[len - 1] != '}')
+        return -1;
+    if (len == 2)
+        return 0;
+    for (const char *q = text; *q; q++)
+        max += *q == ',';
+    out = arena_alloc(arena, max * sizeof(*out));
+    buf = arena_alloc(arena, len);
+    if (out == NULL || buf == NULL)
+        return -1;
+    p++;
+    while (*p != '}' && *p != '\0') {
+        char *start = buf;
+        bool is_quoted = *p == '"';
+
+        if (is_quoted) {
+            for (p++; *p != '"'; p++) {
+                if (*p == '\\')
+                    p++;
+                if (*p == '\0')
+                    return -1;
+                *buf++ = *p;
+            }
+            p++;
+        } else {
+            while (*p != ',' && *p != '}' && *p != '\0')
+                *buf++ = *p++;
+        }
+        *buf++ = '\0';
+        if (is_quoted || strcmp(start, "NULL") != 0)
+            out[n++] = start;
+        if (*p == ',')
+            p++;
+    }
+    *strs = out;
+    *count = n;
+    return 0;
+}
+
+/* The request id of a claimed item, or NULL for DLQ items. */
+static const char *item_request_id(const struct store_item *item)
+{
+    if (item->kind == STORE_ITEM_REQUEST && item->request != NULL)
+        return item->request->request_id;
+    if (item->kind == STORE_ITEM_TERMINATION && item->termination != NULL)
+        return item->termination->request_id;
+    return NULL;
+}
+
+/* Returns 0 when sent, 1 when out of memory, -1 when libpq failed. */
+static int send_claim_request(struct store *store, struct store_item *item,
+                              struct mw_arena *arena)
+{
+    const struct mw_request *r = item->request;
+    const char *values[CLAIM_REQUEST_PARAMS] = {NULL};
+    int lengths[CLAIM_REQUEST_PARAMS] = {0};
+    int formats[CLAIM_REQUEST_PARAMS] = {0};
+    char licenses[16], occurred[24], trial_ends[24];
+
+    snprintf(occurred, sizeof(occurred), "%lld", (long long)item->occurred_at);
+    values[0] = r->request_id;
+    values[1] = (const char *)item->payload_hash;
+    lengths[1] = (int)sizeof(item->payload_hash);
+    formats[1] = 1;
+    values[2] = item->is_valid ? "t" : "f";
+    /* An invalid request may carry anything: keep what cannot fail. */
+    values[4] = safe_text(r->msp_id, 4 * MW_MAX_ID);
+    values[21] = occurred;
+    if (item->is_valid) {
+        values[3] = item->customer_id;
+        values[5] = r->msp_domain;
+        values[6] = r->requested_by;
+        values[7] = r->company_name;
+        values[8] = r->primary_domain;
+        values[9] = array_literal(arena, r->additional_domains,
+                                  r->additional_domains_count);
+        if (values[9] == NULL)
+            return 1;
+        values[10] = enum_name(mw_mail_platform_names, MW_PLATFORM_COUNT,
+                               r->mail_platform);
+        values[11] = enum_name(mw_service_names, MW_SERVICE_COUNT, r->service);
+        values[12] =
+            enum_name(mw_account_type_names, MW_ACCOUNT_COUNT, r->account_type);
+        snprintf(licenses, sizeof(licenses), "%ld", (long)r->licenses);
+        values[13] = licenses;
+        values[14] = r->default_admin_email;
+        values[15] = r->delivery_destination;
+        values[16] = r->policy_template_id;
+        values[17] = r->apply_global_rules ? "t" : "f";
+        values[18] = r->msp_management ? "t" : "f";
+        values[19] = r->two_factor_required ? "t" : "f";
+        values[20] = r->monitor_mode ? "t" : "f";
+        if (r->account_type == MW_ACCOUNT_TRIAL) {
+            snprintf(trial_ends, sizeof(trial_ends), "%lld",
+                     (long long)item->trial_ends_at);
+            values[22] = trial_ends;
+        }
+        values[23] = safe_text(item->traceparent, MW_MAX_TRACEPARENT);
+    }
+    /* libpq copies the parameters into its buffer before returning. */
+    return PQsendQueryPrepared(store->conn, stmt_claim_request,
+                               CLAIM_REQUEST_PARAMS, values, lengths, formats,
+                               0) == 1
+               ? 0
+               : -1;
+}
+
+static int send_claim_termination(struct store *store, struct store_item *item)
+{
+    const struct mw_termination_request *t = item->termination;
+    const char *values[CLAIM_TERMINATION_PARAMS] = {NULL};
+    int lengths[CLAIM_TERMINATION_PARAMS] = {0};
+    int formats[CLAIM_TERMINATION_PARAMS] = {0};
+    char effective[24], occurred[24];
+
+    values[0] = t->request_id;
+    values[1] = (const char *)item->payload_hash;
+    lengths[1] = (int)sizeof(item->payload_hash);
+    formats[1] = 1;
+    values[2] = t->msp_id;
+    values[3] = t->customer_id;
+    if (t->has_effective_at) {
+        snprintf(effective, sizeof(effective), "%lld",
+                 (long long)t->effective_at);
+        values[4] = effective;
+    }
+    snprintf(occurred, sizeof(occurred), "%lld", (long long)item->occurred_at);
+    values[5] = occurred;
+    values[6] = safe_text(item->traceparent, MW_MAX_TRACEPARENT);
+    return PQsendQueryPrepared(store->conn, stmt_claim_termination,
+                               CLAIM_TERMINATION_PARAMS, values, lengths,
+                               formats, 0) == 1
+               ? 0
+               : -1;
+}
+
+/*
+ * Sets the outcome of an item that is not sent to the database and
+ * returns true: DLQ items, and items whose identifying text PostgreSQL
+ * would refuse (rejected here, so that one bad message cannot fail every
+ * batch it is retried in; the rules reject such requests anyway).
+ */
+static bool is_settled_locally(struct store_item *item)
+{
+    const char *request_id = item_request_id(item);
+
+    if (item->kind == STORE_ITEM_DLQ) {
+        item->outcome = STORE_DLQ;
+        return true;
+    }
+    if (safe_text(request_id, MAX_KEY_BYTES) == NULL ||
+        (item->kind == STORE_ITEM_TERMINATION &&
+         (safe_text(item->termination->msp_id, MAX_KEY_BYTES) == NULL ||
+          safe_text(item->termination->customer_id, MAX_KEY_BYTES) == NULL))) {
+        item->outcome = STORE_REJECTED;
+        item->termination_code = MW_REJ_INVALID_FIELD;
+        return true;
+    }
+    return false;
+}
+
+/* Reads one claim function's row into item. */
+static int read_claim(struct store_item *item, const PGresult *res,
+                      struct mw_arena *arena)
+{
+    const char *outcome;
+
+    if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0))
+        return -1;
+    outcome = PQgetvalue(res, 0, 0);
+    if (strcmp(outcome, "CREATED") == 0)
+        item->outcome = STORE_CREATED;
+    else if (strcmp(outcome, "REJECTED") == 0)
+        item->outcome = STORE_REJECTED;
+    else if (strcmp(outcome, "DUPLICATE") == 0)
+        item->outcome = STORE_DUPLICATE;
+    else if (strcmp(outcome, "CONFLICT") == 0)
+        item->outcome = STORE_CONFLICT;
+    else if (strcmp(outcome, "SCHEDULED") == 0)
+        item->outcome = STORE_SCHEDULED;
+    else
+        return -1;
+
+    if (item->kind == STORE_ITEM_REQUEST) {
+        if (item->outcome == STORE_REJECTED && !PQgetisnull(res, 0, 1) &&
+            parse_array(arena, PQgetvalue(res, 0, 1), &item->taken_domains,
+                        &item->taken_domains_count) != 0)
+            return -1;
+        return 0;
+    }
+    if (!PQgetisnull(res, 0, 1)) {
+        item->termination_code = mw_enum_lookup(
+            mw_rejection_code_names, MW_REJ_COUNT, PQgetvalue(res, 0, 1));
+        if (item->termination_code < 0)
+            return -1;
+    }
+    if (!PQgetisnull(res, 0, 2))
+        item->effective_at = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+    item->was_trial =
+        !PQgetisnull(res, 0, 3) && PQgetvalue(res, 0, 3)[0] == 't';
+    return 0;
+}
+
+static void reset_outputs(struct store_item *items, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        items[i].outcome = STORE_PENDING;
+        items[i].taken_domains = NULL;
+        items[i].taken_domains_count = 0;
+        items[i].termination_code = 0;
+        items[i].effective_at = 0;
+        items[i].was_trial = false;
+    }
+}
+
+/* Rolls back the open transaction; a failure drops the connection. */
+static void rollback(struct store *store)
+{
+    PGresult *res;
+
+    store->in_batch = false;
+    if (store->conn == NULL)
+        return;
+    if (PQpipelineStatus(store->conn) != PQ_PIPELINE_OFF) {
+        drop_connection(store);
+        return;
+    }
+    res = PQexec(store->conn, "ROLLBACK");
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        drop_connection(store);
+    PQclear(res);
+}
+
+/*
+ * One attempt at a batch: BEGIN and a claim per item in one pipeline.
+ * Sets *is_retry when the failure was a serialization failure or deadlock
+ * and the batch may simply run again.
+ */
+static int claim_once(struct store *store, struct store_item *items,
+                      size_t count, struct mw_arena *arena, bool *is_retry,
+                      struct mw_error *err)
+{
+    static const char what[] = "could not claim requests";
+    PGresult *res;
+    PGresult *failed = NULL; /* the first error, kept for its SQLSTATE */
+    int rc = 0;
+
+    *is_retry = false;
+    if (ensure_connected(store, err) != 0 ||
+        prepare_statements(store, err) != 0)
+        return -1;
+    if (PQenterPipelineMode(store->conn) != 1) {
+        set_error(store, err, what, NULL);
+        return -1;
+    }
+
+    if (send_command(store, "BEGIN") != 0)
+        goto broken;
+    for (size_t i = 0; i < count; i++) {
+        struct store_item *item = &items[i];
+        int sent;
+
+        if (is_settled_locally(item))
+            continue;
+        if (item->kind == STORE_ITEM_REQUEST)
+            sent = send_claim_request(store, item, arena);
+        else
+            sent = send_claim_termination(store, item);
+        if (sent > 0) {
+            /* Half a pipeline is sent: only a new connection is clean. */
+            drop_connection(store);
+            mw_error_set(err, MW_ERR_SYSTEM, true, "%s", what);
+            mw_error_detail(err, "out of memory");
+            return -1;
+        }
+        if (sent != 0)
+            goto broken;
+    }
+    if (PQpipelineSync(store->conn) != 1)
+        goto broken;
+
+    /* One round trip: the results come back in the order sent. */
+    res = pipeline_next(store);
+    if (res == NULL)
+        goto broken;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        failed = res;
+    else
+        PQclear(res);
+    for (size_t i = 0; i < count; i++) {
+        struct store_item *item = &items[i];
+
+        if (item->outcome != STORE_PENDING)
+            continue;
+        res = pipeline_next(store);
+        if (res == NULL)
+            goto broken;
+        if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+            if (read_claim(item, res, arena) != 0 && rc == 0) {
+                mw_error_set(err, MW_ERR_DATABASE, false, "%s", what);
+                mw_error_detail(err, "unexpected result for request \"%s\"",
+                                item_request_id(item));
+                rc = -1;
+            }
+            PQclear(res);
+        } else if (failed == NULL &&
+                   PQresultStatus(res) != PGRES_PIPELINE_ABORTED) {
+            failed = res;
+        } else {
+            PQclear(res);
+        }
+    }
+    if (pipeline_end(store) != 0)
+        goto broken;
+
+    if (failed != NULL) {
+        *is_retry = is_serialization_state(
+            PQresultErrorField(failed, PG_DIAG_SQLSTATE));
+        set_error(store, err, what, failed);
+        PQclear(failed);
+        rc = -1;
+    }
+    if (rc != 0) {
+        rollback(store);
+        return -1;
+    }
+    store->in_batch = true;
+    return 0;
+
+broken:
+    PQclear(failed);
+    set_error(store, err, what, NULL);
+    err->retriable = true;
+    drop_connection(store);
+    return -1;
+}
+
+/* Sleeps 5 to 5 + 20 * attempt milliseconds, so that retries spread out. */
+static void backoff(struct store *store, int attempt)
+{
+    long ms = 5 + rand_r(&store->seed) % (20 * attempt);
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+}
+
+/*
+ * The batch transaction makes atomic: every request id claimed, the
+ * domains and customers of the requests created, the terminations
+ * scheduled (here), and their outbox rows (store_batch_finish).  A crash
+ * before the commit leaves no trace, so the redelivered batch starts over.
+ */
+int store_batch_claim(struct store *store, struct store_item *items,
+                      size_t count, struct mw_arena *arena,
+                      struct mw_error *err)
+{
+    bool is_retry = false;
+
+    if (store->in_batch)
+        rollback(store);
+    for (size_t i = 0; i < count; i++) {
+        const struct store_item *item = &items[i];
+
+        if ((item->kind == STORE_ITEM_REQUEST && item->request == NULL) ||
+            (item->kind == STORE_ITEM_TERMINATION &&
+             item->termination == NULL)) {
+            mw_error_set(err, MW_ERR_INPUT, false, "could not claim requests");
+            mw_error_detail(err, "Item %zu of the batch has no request.", i);
+            return -1;
+        }
+    }
+    for (int attempt = 1; attempt <= CLAIM_MAX_ATTEMPTS; attempt++) {
+        reset_outputs(items, count);
+        if (claim_once(store, items, count, arena, &is_retry, err) == 0)
+            return 0;
+        if (!is_retry)
+            return -1;
+        if (attempt < CLAIM_MAX_ATTEMPTS)
+            backoff(store, attempt);
+    }
+    mw_error_hint(err, "The batch failed %d times on deadlocks; retry it.",
+                  CLAIM_MAX_ATTEMPTS);
+    return -1;
+}
+
+static int send_outbox_row(struct store *store,
+                           const struct store_outbox_row *row)
+{
+    const char *values[OUTBOX_INSERT_PARAMS];
+    int lengths[OUTBOX_INSERT_PARAMS] = {0};
+    int formats[OUTBOX_INSERT_PARAMS] = {0, 0, 1, 1, 1};
+
+    values[0] = row->stream == STORE_STREAM_DLQ ? "1" : "0";
+    values[1] = row->event_id;
+    values[2] = row->key;
+    lengths[2] = (int)row->key_len;
+    /* An empty binary value must not read as null. */
+    values[3] = row->headers;
+    lengths[3] = (int)row->headers_len;
+    values[4] = row->payload;
+    lengths[4] = (int)row->payload_len;
+    return PQsendQueryPrepared(store->conn, stmt_outbox_insert,
+                               OUTBOX_INSERT_PARAMS, values, lengths, formats,
+                               0) == 1
+               ? 0
+               : -1;
+}
+
+/*
+ * Ends the batch transaction (see store_batch_claim): the outbox rows, the
+ * notification and the commit go in one pipeline.  Without an open batch
+ * it opens one, so a batch of DLQ items alone needs no claim.
+ */
+int store_batch_finish(struct store *store, const struct store_outbox_row *rows,
+                       size_t count, struct mw_error *err)
+{
+    static const char what[] = "could not commit the batch";
+    static const char sql_notify[] = "NOTIFY " OUTBOX_CHANNEL;
+    bool is_begun = store->in_batch;
+    size_t queries = count + 1 + (count > 0) + !is_begun;
+    PGresult *failed = NULL;
+    bool is_committed = false;
+
+    for (size_t i = 0; i < count; i++) {
+        if (rows[i].key_len > INT32_MAX || rows[i].headers_len > INT32_MAX ||
+            rows[i].payload_len > INT32_MAX) {
+            mw_error_set(err, MW_ERR_INPUT, false, "%s", what);
+            mw_error_detail(err, "Outbox row %zu is larger than 2 GB.", i);
+            rollback(store);
+            return -1;
+        }
+    }
+    if (!is_begun) {
+        if (ensure_connected(store, err) != 0 ||
+            prepare_statements(store, err) != 0)
+            return -1;
+    } else if (store->conn == NULL || PQstatus(store->conn) != CONNECTION_OK) {
+        /* The claims died with the connection: never commit half. */
+        set_error(store, err, what, NULL);
+        return -1;
+    }
+    store->in_batch = false;
+    if (PQenterPipelineMode(store->conn) != 1)
+        goto broken;
+    if (!is_begun && send_command(store, "BEGIN") != 0)
+        goto broken;
+    for (size_t i = 0; i < count; i++) {
+        if (send_outbox_row(store, &rows[i]) != 0)
+            goto broken;
+    }
+    if (count > 0 && send_command(store, sql_notify) != 0)
+        goto broken;
+    if (send_command(store, "COMMIT") != 0 || PQpipelineSync(store->conn) != 1)
+        goto broken;
+
+    for (size_t i = 0; i < queries; i++) {
+        PGresult *res = pipeline_next(store);
+        ExecStatusType status;
+
+        if (res == NULL)
+            goto broken;
+        status = PQresultStatus(res);
+        if (i == queries - 1 && status == PGRES_COMMAND_OK &&
+            strcmp(PQcmdStatus(res), "COMMIT") == 0)
+            is_committed = true;
+        if (failed == NULL && status != PGRES_COMMAND_OK &&
+            status != PGRES_TUPLES_OK && status != PGRES_PIPELINE_ABORTED)
+            failed = res;
+        else
+            PQclear(res);
+    }
+    if (pipeline_end(store) != 0)
+        goto broken;
+    if (is_committed) {
+        PQclear(failed);
+        return 0;
+    }
+    if (failed != NULL) {
+        set_error(store, err, what, failed);
+        PQclear(failed);
+    } else {
+        mw_error_set(err, MW_ERR_DATABASE, false, "%s", what);
+        mw_error_detail(err, "The server rolled the transaction back.");
+    }
+    rollback(store);
+    return -1;
+
+broken:
+    /* The commit may or may not have happened: the batch is re-run and
+     * finds its requests claimed, or not, either way consistent. */
+    PQclear(failed);
+    set_error(store, err, what, NULL);
+    err->retriable = true;
+    drop_connection(store);
+    return -1;
+}
+
+void store_batch_abort(struct store *store)
+{
+    if (store != NULL && store->in_batch)
+        rollback(store);
+}
+
+/* ---- the relay ---- */
+
+int store_relay_lead(struct store *store, bool *is_leader, struct mw_error *err)
+{
+    static const char sql_lead[] = "SELECT pg_try_advisory_lock($1, $2)";
+    const char *values[2] = {LOCK_CLASS, LOCK_RELAY};
+    PGresult *res;
+
+    *is_leader = false;
+    if (ensure_connected(store, err) != 0)
+        return -1;
+    /* Held for the life of the connection: no need to ask again. */
+    if (store->is_leader) {
+        *is_leader = true;
+        return 0;
+    }
+    res = PQexecParams(store->conn, sql_lead, 2, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        set_error(store, err, "could not take the relay lock", res);
+        PQclear(res);
+        return -1;
+    }
+    store->is_leader = PQgetvalue(res, 0, 0)[0] == 't';
+    *is_leader = store->is_leader;
+    PQclear(res);
+    return 0;
+}
+
+static int64_t read_be64(const unsigned char *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return (int64_t)v;
+}
+
+/* Copies a bytea column into arena; NULL for SQL null. */
+static int copy_bytes(struct mw_arena *arena, const PGresult *res, int row,
+                      int col, const void **out, size_t *len)
+{
+    size_t n;
+    void *p;
+
+    *out = NULL;
+    *len = 0;
+    if (PQgetisnull(res, row, col))
+        return 0;
+    n = (size_t)PQgetlength(res, row, col);
+    p = arena_alloc(arena, n > 0 ? n : 1);
+    if (p == NULL)
+        return -1;
+    memcpy(p, PQgetvalue(res, row, col), n);
+    *out = p;
+    *len = n;
+    return 0;
+}
+
+/*
+ * Known limit: ids are taken at insert and rows become visible at commit,
+ * so a row may appear after a higher id was read.  It is still fetched
+ * next time (nothing is skipped), only out of id order; events of one
+ * customer come from transactions that follow each other, so their order
+ * holds.
+ */
+int store_outbox_fetch(struct store *store, size_t max, struct mw_arena *arena,
+                       struct store_outbox_msg **msgs, size_t *count,
+                       struct mw_error *err)
+{
+    static const char sql_fetch[] =
+        "SELECT id, stream, key, headers, payload FROM outbox "
+        "WHERE published_at IS NULL ORDER BY id LIMIT $1";
+    char limit[24];
+    const char *values[1] = {limit};
+    struct store_outbox_msg *out;
+    PGresult *res;
+    int rows;
+
+    *msgs = NULL;
+    *count = 0;
+    if (max == 0)
+        return 0;
+    if (ensure_connected(store, err) != 0)
+        return -1;
+    snprintf(limit, sizeof(limit), "%zu", max);
+    res = PQexecParams(store->conn, sql_fetch, 1, NULL, values, NULL, NULL, 1);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        set_error(store, err, "could not read the outbox", res);
+        PQclear(res);
+        return -1;
+    }
+    rows = PQntuples(res);
+    out = arena_alloc(arena, sizeof(*out) * (size_t)(rows > 0 ? rows : 1));
+    if (out == NULL)
+        goto oom;
+    for (int i = 0; i < rows; i++) {
+        const unsigned char *stream;
+
+        out[i].id = read_be64((const unsigned char *)PQgetvalue(res, i, 0));
+        stream = (const unsigned char *)PQgetvalue(res, i, 1);
+        out[i].stream = ((stream[0] << 8) | stream[1]) == 1
+                            ? STORE_STREAM_DLQ
+                            : STORE_STREAM_EVENTS;
+        if (copy_bytes(arena, res, i, 2, &out[i].key, &out[i].key_len) != 0 ||
+            copy_bytes(arena, res, i, 3, &out[i].headers,
+                       &out[i].headers_len) != 0 ||
+            copy_bytes(arena, res, i, 4, &out[i].payload,
+                       &out[i].payload_len) != 0)
+            goto oom;
+    }
+    PQclear(res);
+    *msgs = out;
+    *count = (size_t)rows;
+    return 0;
+
+oom:
+    PQclear(res);
+    mw_error_set(err, MW_ERR_SYSTEM, false, "could not read the outbox");
+    mw_error_detail(err, "out of memory");
+    return -1;
+}
+
+int store_outbox_mark_published(struct store *store, const int64_t *ids,
+                                size_t count, struct mw_error *err)
+{
+    static const char sql_mark[] =
+        "UPDATE outbox SET published_at = now() "
+        "WHERE id = ANY ($1::bigint[]) AND published_at IS NULL";
+    const char *values[1];
+    char *list, *p;
+    int rc;
+
+    if (count == 0)
+        return 0;
+    if (ensure_connected(store, err) != 0)
+        return -1;
+    list = malloc(count * 21 + 3);
+    if (list == NULL) {
+        mw_error_set(err, MW_ERR_SYSTEM, false,
+                     "could not mark outbox rows published");
+        mw_error_detail(err, "out of memory");
+        return -1;
+    }
+    p = list;
+    *p++ = '{';
+    for (size_t i = 0; i < count; i++)
+        p += sprintf(p, i > 0 ? ",%lld" : "%lld", (long long)ids[i]);
+    *p++ = '}';
+    *p = '\0';
+    values[0] = list;
+    rc = exec_params(store, sql_mark, 1, values,
+                     "could not mark outbox rows published", err);
+    free(list);
+    return rc;
+}
+
+int64_t store_outbox_purge(struct store *store, int64_t retention_ms,
+                           struct mw_error *err)
+{
+    static const char sql_purge[] =
+        "DELETE FROM outbox WHERE published_at IS NOT NULL "
+        "AND published_at < now() - $1::bigint * interval '1 millisecond'";
+    char retention[24];
+    const char *values[1] = {retention};
+    PGresult *res;
+    int64_t deleted;
+
+    if (ensure_connected(store, err) != 0)
+        return -1;
+    snprintf(retention, sizeof(retention), "%lld", (long long)retention_ms);
+    res = PQexecParams(store->conn, sql_purge, 1, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        set_error(store, err, "could not purge the outbox", res);
+        PQclear(res);
+        return -1;
+    }
+    deleted = strtoll(PQcmdTuples(res), NULL, 10);
+    PQclear(res);
+    return deleted;
+}
+
+int store_outbox_backlog(struct store *store, int64_t *count,
+                         int64_t *oldest_age_ms, struct mw_error *err)
+{
+    static const char sql_backlog[] =
+        "SELECT count(*), coalesce(mw_ts_to_ms(now()) - "
+        "mw_ts_to_ms(min(created_at)), 0) "
+        "FROM outbox WHERE published_at IS NULL";
+    PGresult *res;
+
+    *count = 0;
+    *oldest_age_ms = 0;
+    if (ensure_connected(store, err) != 0)
+        return -1;
+    res = PQexecParams(store->conn, sql_backlog, 0, NULL, NULL, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        set_error(store, err, "could not measure the outbox backlog", res);
+        PQclear(res);
+        return -1;
+    }
+    *count = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    *oldest_age_ms = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    if (*oldest_age_ms < 0)
+        *oldest_age_ms = 0;
+    PQclear(res);
+    return 0;
+}
+
+/* Consumes every queued notification; true when there was one. */
+static bool drain_notifies(struct store *store)
+{
+    PGnotify *notify;
+    bool is_notified = false;
+
+    while ((notify = PQnotifies(store->conn)) != NULL) {
+        is_notified = true;
+        PQfreemem(notify);
+    }
+    return is_notified;
+}
+
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int store_outbox_wait(struct store *store, int timeout_ms, struct mw_error *err)
+{
+    static const char sql_listen[] = "LISTEN " OUTBOX_CHANNEL;
+    static const char what[] = "could not wait for outbox notifications";
+    int64_t deadline = monotonic_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+
+    if (ensure_connected(store, err) != 0)
+        return -1;
+    if (!store->is_listening) {
+        if (exec_params(store, sql_listen, 0, NULL, what, err) != 0)
+            return -1;
+        store->is_listening = true;
+    }
+    for (;;) {
+        struct pollfd pfd;
+        int64_t left;
+        int ready;
+
+        if (PQconsumeInput(store->conn) != 1) {
+            set_error(store, err, what, NULL);
+            err->retriable = true;
+            drop_connection(store);
+            return -1;
+        }
+        if (drain_notifies(store))
+            return 1;
+        left = deadline - monotonic_ms();
+        if (left <= 0)
+            return 0;
+        pfd.fd = PQsocket(store->conn);
+        pfd.events = POLLIN;
+        pfd.revents = 0;
+        if (pfd.fd < 0) {
+            set_error(store, err, what, NULL);
+            err->retriable = true;
+            drop_connection(store);
+            return -1;
+        }
+        ready = poll(&pfd, 1, (int)left);
+        if (ready < 0 && errno != EINTR) {
+            mw_error_set(err, MW_ERR_SYSTEM, true, "%s", what);
+            mw_error_detail(err, "poll: %s", strerror(errno));
+            return -1;
+        }
+    }
+}
