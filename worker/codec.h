@@ -55,7 +55,11 @@ void codec_destroy(struct codec *codec);
  * Decodes one framed value.  On CODEC_OK, rec is filled with strings
  * allocated from arena (valid until the arena is reset).  On any other
  * status, err->msg says what was wrong in a sentence fit for dlq.error.
- * Never crashes on any input.
+ * Never crashes on any input.  Any of the seven records decodes; the
+ * caller checks rec->type against the topic (CODEC_WRONG_RECORD_TYPE).
+ * A string holding a NUL byte is CODEC_CORRUPT_AVRO, since it cannot be
+ * a C string.  When err->retriable is set the value was not at fault
+ * (out of memory): retry it rather than dead-letter it.
  */
 enum codec_status codec_decode(struct codec *codec, const void *buf,
                                size_t len, struct mw_arena *arena,
