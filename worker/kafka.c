@@ -11,10 +11,23 @@
 int kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
                    struct mw_error *err)
 {
-    char errstr[512];
+    char errstr[512], underscored[256];
+    rd_kafka_conf_res_t res;
 
-    if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) !=
-        RD_KAFKA_CONF_OK) {
+    res = rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr));
+    if (res == RD_KAFKA_CONF_UNKNOWN && strlen(name) < sizeof(underscored)) {
+        /* A few properties (log_level, for one) are
+         * spelled with underscores: MESH_WORKER_KAFKA_LOG_LEVEL means
+         * log_level. */
+        size_t i;
+
+        for (i = 0; name[i]; i++)
+            underscored[i] = name[i] == '.' ? '_' : name[i];
+        underscored[i] = '\0';
+        res = rd_kafka_conf_set(conf, underscored, value, errstr,
+                                sizeof(errstr));
+    }
+    if (res != RD_KAFKA_CONF_OK) {
         mw_error_set(err, MW_ERR_CONFIG, false,
                      "invalid Kafka property \"%s\"", name);
         mw_error_detail(err, "%s", errstr);

@@ -300,6 +300,11 @@ static int prepare(struct process *p, const struct process_msg *m,
                  "a %s record does not belong on the requests topic",
                  mw_record_names[rec->type]);
     }
+    if (status != CODEC_OK && derr.retriable) {
+        /* Out of memory while decoding is not the message's fault. */
+        *err = derr;
+        return -1;
+    }
     if (status != CODEC_OK) {
         item->kind = STORE_ITEM_DLQ;
         *dlq_reason = codec_status_name(status);
@@ -316,7 +321,30 @@ static int prepare(struct process *p, const struct process_msg *m,
         item->kind = STORE_ITEM_TERMINATION;
         item->termination = &rec->u.termination;
         rej->count = 0;
-        item->is_valid = rules_check_termination(&rec->u.termination, rej) == 0;
+        switch (rules_check_termination(&rec->u.termination, rej)) {
+        case 0:
+            item->is_valid = true;
+            break;
+        case 1: {
+            /* Claimed like an invalid request: its id is recorded as
+             * rejected, so a redelivery publishes nothing new. */
+            struct mw_request *shim = arena_alloc(p->arena, sizeof(*shim));
+
+            if (shim == NULL)
+                goto oom;
+            memset(shim, 0, sizeof(*shim));
+            shim->request_id = rec->u.termination.request_id;
+            shim->msp_id = rec->u.termination.msp_id;
+            shim->requested_by = rec->u.termination.requested_by;
+            item->kind = STORE_ITEM_REQUEST;
+            item->request = shim;
+            item->termination = NULL;
+            item->is_valid = false;
+            break;
+        }
+        default:
+            goto oom;
+        }
         {
             const void *id_bytes;
             size_t id_len;

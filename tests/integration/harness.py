@@ -253,6 +253,52 @@ def crc64_avro(data):
     return fp
 
 
+def canonical_form(schema, namespace=None, named=None):
+    """Parsing Canonical Form of a parsed schema JSON (Avro specification):
+    full names, only the attributes that matter to parsing, no logical
+    types, each named type written out once."""
+    named = set() if named is None else named
+    if isinstance(schema, str):
+        if schema in ("null", "boolean", "int", "long", "float", "double",
+                      "bytes", "string"):
+            return json.dumps(schema)
+        full = schema if "." in schema or not namespace else \
+            namespace + "." + schema
+        return json.dumps(full)
+    if isinstance(schema, list):
+        return "[" + ",".join(canonical_form(s, namespace, named)
+                              for s in schema) + "]"
+    kind = schema["type"]
+    if kind in ("record", "enum", "fixed"):
+        name = schema["name"]
+        ns = schema.get("namespace", namespace)
+        full = name if "." in name or not ns else ns + "." + name
+        if full in named:
+            return json.dumps(full)
+        named.add(full)
+        inner_ns = full.rsplit(".", 1)[0] if "." in full else None
+        parts = ['"name":' + json.dumps(full), '"type":' + json.dumps(kind)]
+        if kind == "record":
+            parts.append('"fields":[' + ",".join(
+                '{"name":%s,"type":%s}' % (
+                    json.dumps(f["name"]),
+                    canonical_form(f["type"], inner_ns, named))
+                for f in schema["fields"]) + "]")
+        elif kind == "enum":
+            parts.append('"symbols":' + json.dumps(
+                schema["symbols"], separators=(",", ":")))
+        else:
+            parts.append('"size":%d' % schema["size"])
+        return "{" + ",".join(parts) + "}"
+    if kind == "array":
+        return '{"type":"array","items":%s}' % canonical_form(
+            schema["items"], namespace, named)
+    if kind == "map":
+        return '{"type":"map","values":%s}' % canonical_form(
+            schema["values"], namespace, named)
+    return canonical_form(kind, namespace, named)
+
+
 class Avro:
     """Encodes and decodes with python3-avro and the published schemas."""
 
@@ -264,8 +310,9 @@ class Avro:
                      "TrialConverted", "CustomerTerminated"):
             with open(os.path.join(SOURCE_DIR, "schemas",
                                    name + ".avsc")) as f:
-                schema = avro.schema.parse(f.read())
-            fp = crc64_avro(schema.canonical_form.encode())
+                text = f.read()
+            schema = avro.schema.parse(text)
+            fp = crc64_avro(canonical_form(json.loads(text)).encode())
             self.schemas[name] = (schema, fp)
             self.by_fingerprint[fp] = name
 
