@@ -125,9 +125,10 @@ static struct store *connect_store(const char *conninfo, int64_t limit_ms,
     }
 }
 
-static int migrate_with(const char *conninfo, struct mw_error *err)
+static int migrate_with(const char *conninfo, int64_t wait_ms,
+                        struct mw_error *err)
 {
-    struct store *store = connect_store(conninfo, 60000, err);
+    struct store *store = connect_store(conninfo, wait_ms, err);
     int rc;
 
     if (store == NULL)
@@ -163,7 +164,7 @@ int cli_migrate(int argc, char **argv)
             goto fail;
         conninfo = embedded_pg_conninfo(pg);
     }
-    if (migrate_with(conninfo, &err) < 0)
+    if (migrate_with(conninfo, cfg.database_wait_ms, &err) < 0)
         goto fail;
     log_info("cli", "migrations applied");
     embedded_pg_stop(pg);
@@ -210,6 +211,14 @@ int cli_run(int argc, char **argv)
         return rc;
     install_signals();
     mw_error_clear(&err);
+    {
+        /* Refuse a bad Kafka property before waiting for anything. */
+        rd_kafka_conf_t *probe = kafka_conf_new(&cfg, "localhost:9092", &err);
+
+        if (probe == NULL)
+            goto fail;
+        rd_kafka_conf_destroy(probe);
+    }
     bootstrap = cfg.kafka_bootstrap_servers;
     if (bootstrap == NULL) {
         ek = embedded_kafka_start(&cfg, &err);
@@ -231,7 +240,7 @@ int cli_run(int argc, char **argv)
             goto fail;
         conninfo = embedded_pg_conninfo(pg);
     }
-    store = connect_store(conninfo, 60000, &err);
+    store = connect_store(conninfo, cfg.database_wait_ms, &err);
     if (store == NULL || store_migrate(store, &err) < 0)
         goto fail;
     codec = codec_new(&err);

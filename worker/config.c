@@ -45,6 +45,8 @@ const struct config_var config_vars[] = {
      "longest wait for a batch to fill once it has a message"},
     {"MESH_WORKER_RELAY_BATCH_SIZE", "2000",
      "most outbox rows published in one round"},
+    {"MESH_WORKER_DATABASE_WAIT", "60s",
+     "how long start-up waits for PostgreSQL to answer"},
     {"MESH_WORKER_EMBEDDED_PARTITIONS", "16",
      "partitions of each topic in the embedded Kafka"},
     {"MESH_WORKER_KAFKA_<PROPERTY>", "",
@@ -333,6 +335,8 @@ int config_load(struct mw_config *cfg, struct mw_error *err)
                      &cfg->outbox_retention_ms, err) < 0 ||
         get_duration("MESH_WORKER_BATCH_WAIT", "5ms", 0, &cfg->batch_wait_ms,
                      err) < 0 ||
+        get_duration("MESH_WORKER_DATABASE_WAIT", "60s", 0,
+                     &cfg->database_wait_ms, err) < 0 ||
         get_int("MESH_WORKER_BATCH_SIZE", 500, 1, 10000, &cfg->batch_size,
                 err) < 0 ||
         get_int("MESH_WORKER_RELAY_BATCH_SIZE", 2000, 1, 100000,

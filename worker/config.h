@@ -41,6 +41,7 @@ struct mw_config {
     int64_t batch_wait_ms;
     int relay_batch_size;
     int embedded_partitions;
+    int64_t database_wait_ms; /* how long start-up waits for PostgreSQL */
     size_t kafka_props_count;
     struct config_kafka_prop kafka_props[CONFIG_MAX_KAFKA_PROPS];
 };

@@ -5,6 +5,7 @@
  */
 #include "kafka.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -51,8 +52,19 @@ rd_kafka_conf_t *kafka_conf_new(const struct mw_config *cfg,
     for (size_t i = 0; i < cfg->kafka_props_count; i++) {
         const struct config_kafka_prop *p = &cfg->kafka_props[i];
 
-        if (kafka_conf_set(conf, p->name, p->value, err) < 0)
+        if (kafka_conf_set(conf, p->name, p->value, err) < 0) {
+            char var[300];
+            size_t n = (size_t)snprintf(var, sizeof(var),
+                                        "MESH_WORKER_KAFKA_%s", p->name);
+
+            for (size_t j = strlen("MESH_WORKER_KAFKA_"); j < n; j++)
+                var[j] = var[j] == '.' ? '_' : (char)toupper(
+                                                   (unsigned char)var[j]);
+            mw_error_set(err, MW_ERR_CONFIG, false,
+                         "invalid value for %s: librdkafka refuses \"%s\"",
+                         var, p->name);
             goto fail;
+        }
     }
     return conf;
 fail:
