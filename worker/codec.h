@@ -6,8 +6,11 @@
  * (0xC3 0x01, little-endian CRC-64-AVRO fingerprint of the record schema's
  * Parsing Canonical Form, then the Avro binary record).  With a registry,
  * Confluent framing (0x00, big-endian int32 schema id, Avro binary).  The
- * reader recognises both by the first byte; until a registry is attached,
- * a Confluent-framed value is CODEC_UNKNOWN_SCHEMA.
+ * reader recognises both by the first byte; until a registry is attached
+ * (codec_use_registry), a Confluent-framed value is CODEC_UNKNOWN_SCHEMA.
+ * With one, the writer schema of each id is fetched once, cached, and
+ * resolved against ours (schema evolution); the codec itself does no I/O,
+ * the fetch function given to it does.
  *
  * Decoding never trusts the bytes: every length is checked against what is
  * left before anything is allocated, and trailing bytes are an error.  A
@@ -61,12 +64,58 @@ void codec_destroy(struct codec *codec);
  * a C string.  When err->retriable is set the value was not at fault
  * (out of memory): retry it rather than dead-letter it.
  */
-enum codec_status codec_decode(struct codec *codec, const void *buf,
-                               size_t len, struct mw_arena *arena,
-                               struct mw_record *rec, struct mw_error *err);
+enum codec_status codec_decode(struct codec *codec, const void *buf, size_t len,
+                               struct mw_arena *arena, struct mw_record *rec,
+                               struct mw_error *err);
+
+/* What a codec_fetch_fn returns when the registry has no such id. */
+#define CODEC_FETCH_NOT_FOUND 1
 
 /*
- * Encodes rec in single-object framing.  On success returns 0 and points
+ * Fetches the JSON text of writer schema id.  Returns 0 and sets *json to
+ * a malloc'ed string the codec frees; CODEC_FETCH_NOT_FOUND when the
+ * registry says there is no such id (err says what it answered); -1 with
+ * err when it could not answer.
+ */
+typedef int (*codec_fetch_fn)(void *ctx, uint32_t id, char **json,
+                              struct mw_error *err);
+
+/* A Schema Registry as the codec sees it. */
+struct codec_registry {
+    codec_fetch_fn fetch;
+    void *ctx; /* borrowed; passed to fetch */
+    /*
+     * Registry ids of the topic unions, written in the Confluent framing
+     * of codec_encode; -1 when records of that topic are never encoded.
+     */
+    int64_t requests_id;
+    int64_t events_id;
+    size_t cache_size; /* writer schemas kept resolved, at least 1 */
+};
+
+/*
+ * Attaches a registry: from now on codec_encode writes Confluent framing
+ * and codec_decode reads it.  An id not cached is fetched (on the
+ * caller's thread) and resolved once; a fetch that fails comes back as
+ * CODEC_UNKNOWN_SCHEMA with err->retriable set (hold the message, do not
+ * dead-letter it), an id the registry does not know as CODEC_UNKNOWN_SCHEMA,
+ * a writer schema that does not resolve as CODEC_SCHEMA_INCOMPATIBLE
+ * naming the field.  Call once, before decoding.  Returns 0, or -1 with
+ * err.
+ */
+int codec_use_registry(struct codec *codec,
+                       const struct codec_registry *registry,
+                       struct mw_error *err);
+
+/*
+ * Reads the schema id of a Confluent-framed value into *id.  Returns 0, or
+ * -1 when the value is not Confluent-framed.  Can't fail otherwise.
+ */
+int codec_confluent_id(const void *buf, size_t len, uint32_t *id);
+
+/*
+ * Encodes rec in single-object framing (Confluent framing with a
+ * registry attached).  On success returns 0 and points
  * *out at *out_len bytes allocated from arena.  Returns -1 and fills err
  * when a value does not fit its schema (a caller's defect, e.g. an enum
  * out of range).
