@@ -14,6 +14,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "process.h"
+#include "registry.h"
 #include "relay.h"
 #include "store.h"
 
@@ -103,6 +104,47 @@ static int wants_help(int argc, char **argv)
 }
 
 /*
+ * With MESH_WORKER_SCHEMA_REGISTRY_URL set, attaches a Schema Registry to
+ * codec; the union of requests_topic and of events_topic, when given, is
+ * registered (or looked up) so that codec_encode can frame records of it.
+ * Returns the registry, which the caller destroys after the codec, NULL
+ * when none is configured, or NULL with err->code set on failure.
+ */
+static struct registry *use_registry(const struct mw_config *cfg,
+                                     struct codec *codec,
+                                     const char *requests_topic,
+                                     const char *events_topic,
+                                     struct mw_error *err)
+{
+    struct codec_registry cr = {
+        .fetch = registry_fetch_schema,
+        .requests_id = -1,
+        .events_id = -1,
+        .cache_size = (size_t)cfg->schema_registry_cache_size};
+    struct registry *registry;
+
+    if (cfg->schema_registry_url == NULL)
+        return NULL;
+    registry = registry_new(cfg, err);
+    if (registry == NULL)
+        return NULL;
+    cr.ctx = registry;
+    if ((requests_topic != NULL &&
+         registry_subject_id(registry, requests_topic,
+                             codec_schema_json("customer.requests"),
+                             &cr.requests_id, err) < 0) ||
+        (events_topic != NULL &&
+         registry_subject_id(registry, events_topic,
+                             codec_schema_json("customer.events"),
+                             &cr.events_id, err) < 0) ||
+        codec_use_registry(codec, &cr, err) < 0) {
+        registry_destroy(registry);
+        return NULL;
+    }
+    return registry;
+}
+
+/*
  * Connects, retrying while the server is not reachable yet (a replica may
  * start before its database) until a stop is requested or limit_ms passes.
  */
@@ -187,6 +229,7 @@ int cli_run(int argc, char **argv)
     struct process *process = NULL;
     struct relay *relay = NULL;
     struct consumer *consumer = NULL;
+    struct registry *registry = NULL;
     const char *bootstrap, *conninfo;
     struct mw_error err;
     int rc;
@@ -246,6 +289,10 @@ int cli_run(int argc, char **argv)
     codec = codec_new(&err);
     if (codec == NULL)
         goto fail;
+    mw_error_clear(&err);
+    registry = use_registry(&cfg, codec, NULL, cfg.topic_events, &err);
+    if (registry == NULL && err.code != MW_ERR_NONE)
+        goto fail;
     process = process_new(&cfg, codec, store, &err);
     if (process == NULL)
         goto fail;
@@ -273,6 +320,7 @@ int cli_run(int argc, char **argv)
     relay_destroy(relay);
     process_destroy(process);
     codec_destroy(codec);
+    registry_destroy(registry);
     store_destroy(store);
     embedded_pg_stop(pg);
     embedded_kafka_stop(ek);
@@ -288,6 +336,7 @@ fail:
     relay_destroy(relay);
     process_destroy(process);
     codec_destroy(codec);
+    registry_destroy(registry);
     store_destroy(store);
     embedded_pg_stop(pg);
     embedded_kafka_stop(ek);
@@ -358,6 +407,7 @@ struct producer_ctx {
     rd_kafka_t *rk;
     const char *topic;
     struct codec *codec;
+    struct registry *registry;
     struct mw_arena *arena;
     long produced;
     long failed;
@@ -521,6 +571,14 @@ int cli_produce(int argc, char **argv)
     ctx.topic = topic_opt ? topic_opt : cfg.topic_requests;
     ctx.codec = codec_new(&err);
     ctx.arena = arena_new();
+    if (ctx.codec != NULL) {
+        ctx.registry = use_registry(&cfg, ctx.codec, ctx.topic, NULL, &err);
+        if (ctx.registry == NULL && err.code != MW_ERR_NONE) {
+            mw_error_print(&err, "mesh-worker: error");
+            rc = err.code == MW_ERR_CONFIG ? CLI_EXIT_USAGE : CLI_EXIT_FAILURE;
+            goto done;
+        }
+    }
     conf = ctx.codec ? kafka_conf_new(&cfg, bootstrap, &err) : NULL;
     if (conf == NULL ||
         kafka_conf_set(conf, "enable.idempotence", "true", &err) < 0 ||
@@ -575,6 +633,7 @@ done:
     if (ctx.rk != NULL)
         rd_kafka_destroy(ctx.rk);
     codec_destroy(ctx.codec);
+    registry_destroy(ctx.registry);
     arena_destroy(ctx.arena);
     config_free(&cfg);
     return rc;
@@ -627,6 +686,7 @@ static void print_message(const rd_kafka_message_t *rkm, struct codec *codec,
     json_t *line = json_object();
     struct mw_record rec;
     struct mw_error err;
+    uint32_t schema_id;
     char *text;
 
     json_object_set_new(line, "topic",
@@ -637,6 +697,8 @@ static void print_message(const rd_kafka_message_t *rkm, struct codec *codec,
                         rkm->key ? json_stringn(rkm->key, rkm->key_len)
                                  : json_null());
     headers_to_json(rkm, line);
+    if (codec_confluent_id(rkm->payload, rkm->len, &schema_id) == 0)
+        json_object_set_new(line, "schema_id", json_integer(schema_id));
     arena_reset(arena);
     if (!raw && rkm->payload &&
         codec_decode(codec, rkm->payload, rkm->len, arena, &rec, &err) ==
@@ -673,6 +735,7 @@ int cli_tail(int argc, char **argv)
     long max = -1, seen = 0;
     int64_t timeout_ms = -1, deadline;
     struct codec *codec = NULL;
+    struct registry *registry = NULL;
     struct mw_arena *arena = NULL;
     rd_kafka_t *rk = NULL;
     rd_kafka_conf_t *conf;
@@ -738,6 +801,14 @@ int cli_tail(int argc, char **argv)
     mw_error_clear(&err);
     codec = codec_new(&err);
     arena = arena_new();
+    if (codec != NULL) {
+        registry = use_registry(&cfg, codec, NULL, NULL, &err);
+        if (registry == NULL && err.code != MW_ERR_NONE) {
+            mw_error_print(&err, "mesh-worker: error");
+            rc = err.code == MW_ERR_CONFIG ? CLI_EXIT_USAGE : CLI_EXIT_FAILURE;
+            goto done;
+        }
+    }
     conf = codec ? kafka_conf_new(&cfg, bootstrap, &err) : NULL;
     if (conf == NULL ||
         kafka_conf_set(conf, "enable.partition.eof", "true", &err) < 0 ||
@@ -816,6 +887,7 @@ done:
         rd_kafka_destroy(rk);
     }
     codec_destroy(codec);
+    registry_destroy(registry);
     arena_destroy(arena);
     config_free(&cfg);
     return rc;

@@ -21,7 +21,25 @@ const struct config_var config_vars[] = {
      "PostgreSQL connection URL; unset runs a private cluster under the data "
      "directory (also _FILE)"},
     {"MESH_WORKER_SCHEMA_REGISTRY_URL", "(none)",
-     "Confluent Schema Registry; unset uses Avro single-object encoding"},
+     "Confluent Schema Registry, one or several comma-separated URLs tried "
+     "in turn; unset uses Avro single-object encoding"},
+    {"MESH_WORKER_SCHEMA_REGISTRY_USER_INFO", "(none)",
+     "basic auth for the registry as user:password (also _FILE)"},
+    {"MESH_WORKER_SCHEMA_REGISTRY_BEARER_TOKEN", "(none)",
+     "bearer token for the registry (also _FILE)"},
+    {"MESH_WORKER_SCHEMA_REGISTRY_CA_FILE", "(system)",
+     "CA certificates (PEM) that sign the registry's TLS certificate"},
+    {"MESH_WORKER_SCHEMA_REGISTRY_CERT_FILE", "(none)",
+     "client certificate (PEM) for TLS to the registry"},
+    {"MESH_WORKER_SCHEMA_REGISTRY_KEY_FILE", "(none)",
+     "private key (PEM) of the client certificate"},
+    {"MESH_WORKER_SCHEMA_REGISTRY_TIMEOUT", "10s",
+     "longest connect and request time of one registry request"},
+    {"MESH_WORKER_SCHEMA_REGISTRY_AUTO_REGISTER", "true",
+     "register the output schemas at start; false looks them up and "
+     "refuses to start when they are not registered"},
+    {"MESH_WORKER_SCHEMA_REGISTRY_CACHE_SIZE", "1000",
+     "writer schemas kept in memory"},
     {"MESH_WORKER_DATA_DIR", "./mesh-worker-data",
      "where the embedded PostgreSQL keeps its cluster"},
     {"MESH_WORKER_TOPIC_REQUESTS", "customer.requests", "input topic"},
@@ -255,6 +273,90 @@ static int load_kafka_props(struct mw_config *cfg, struct mw_error *err)
     return 0;
 }
 
+static int get_bool(const char *name, int def, int *out, struct mw_error *err)
+{
+    const char *v = getenv(name);
+
+    if (v == NULL || v[0] == '\0')
+        *out = def;
+    else if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0 ||
+             strcmp(v, "yes") == 0)
+        *out = 1;
+    else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0 ||
+             strcmp(v, "no") == 0)
+        *out = 0;
+    else {
+        mw_error_set(err, MW_ERR_CONFIG, false, "invalid value for %s: \"%s\"",
+                     name, v);
+        mw_error_hint(err, "Use true or false.");
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads and checks the MESH_WORKER_SCHEMA_REGISTRY_* settings. */
+static int load_registry(struct mw_config *cfg, struct mw_error *err)
+{
+    char shown[512];
+
+    if (get_string("MESH_WORKER_SCHEMA_REGISTRY_USER_INFO", NULL,
+                   &cfg->schema_registry_user_info, err) < 0 ||
+        get_string("MESH_WORKER_SCHEMA_REGISTRY_BEARER_TOKEN", NULL,
+                   &cfg->schema_registry_bearer_token, err) < 0 ||
+        get_string("MESH_WORKER_SCHEMA_REGISTRY_CA_FILE", NULL,
+                   &cfg->schema_registry_ca_file, err) < 0 ||
+        get_string("MESH_WORKER_SCHEMA_REGISTRY_CERT_FILE", NULL,
+                   &cfg->schema_registry_cert_file, err) < 0 ||
+        get_string("MESH_WORKER_SCHEMA_REGISTRY_KEY_FILE", NULL,
+                   &cfg->schema_registry_key_file, err) < 0 ||
+        get_duration("MESH_WORKER_SCHEMA_REGISTRY_TIMEOUT", "10s", 100,
+                     &cfg->schema_registry_timeout_ms, err) < 0 ||
+        get_bool("MESH_WORKER_SCHEMA_REGISTRY_AUTO_REGISTER", 1,
+                 &cfg->schema_registry_auto_register, err) < 0 ||
+        get_int("MESH_WORKER_SCHEMA_REGISTRY_CACHE_SIZE", 1000, 1, 1000000,
+                &cfg->schema_registry_cache_size, err) < 0)
+        return -1;
+    if (cfg->schema_registry_url != NULL) {
+        /* Every comma-separated URL is http:// or https://. */
+        for (const char *p = cfg->schema_registry_url; *p != '\0';) {
+            size_t len = strcspn(p, ",");
+            const char *u = p + strspn(p, " \t");
+
+            if (u < p + len && strncmp(u, "http://", 7) != 0 &&
+                strncmp(u, "https://", 8) != 0) {
+                config_redact_url(cfg->schema_registry_url, shown,
+                                  sizeof(shown));
+                mw_error_set(err, MW_ERR_CONFIG, false,
+                             "invalid value for "
+                             "MESH_WORKER_SCHEMA_REGISTRY_URL: \"%s\"",
+                             shown);
+                mw_error_hint(err, "Use http:// or https:// URLs, separated "
+                                   "by commas.");
+                return -1;
+            }
+            p += len;
+            if (*p == ',')
+                p++;
+        }
+    }
+    if (cfg->schema_registry_user_info != NULL &&
+        strchr(cfg->schema_registry_user_info, ':') == NULL) {
+        mw_error_set(err, MW_ERR_CONFIG, false,
+                     "invalid value for MESH_WORKER_SCHEMA_REGISTRY_USER_INFO");
+        mw_error_hint(err, "Use user:password (the value is not shown).");
+        return -1;
+    }
+    if (cfg->schema_registry_user_info != NULL &&
+        cfg->schema_registry_bearer_token != NULL) {
+        mw_error_set(err, MW_ERR_CONFIG, false,
+                     "MESH_WORKER_SCHEMA_REGISTRY_USER_INFO and "
+                     "MESH_WORKER_SCHEMA_REGISTRY_BEARER_TOKEN are both set");
+        mw_error_hint(err, "Set one of them.");
+        return -1;
+    }
+    return 0;
+}
+
 static int check_topic(const char *var, const char *topic,
                        struct mw_error *err)
 {
@@ -344,7 +446,7 @@ int config_load(struct mw_config *cfg, struct mw_error *err)
         get_int("MESH_WORKER_EMBEDDED_PARTITIONS", 16, 1, 1024,
                 &cfg->embedded_partitions, err) < 0)
         goto done;
-    if (load_kafka_props(cfg, err) < 0)
+    if (load_kafka_props(cfg, err) < 0 || load_registry(cfg, err) < 0)
         goto done;
     rc = 0;
 done:
@@ -367,6 +469,11 @@ void config_free(struct mw_config *cfg)
         free(cfg->kafka_props[i].name);
         free(cfg->kafka_props[i].value);
     }
+    free(cfg->schema_registry_user_info);
+    free(cfg->schema_registry_bearer_token);
+    free(cfg->schema_registry_ca_file);
+    free(cfg->schema_registry_cert_file);
+    free(cfg->schema_registry_key_file);
     memset(cfg, 0, sizeof(*cfg));
 }
 

@@ -44,6 +44,15 @@ struct mw_config {
     int64_t database_wait_ms; /* how long start-up waits for PostgreSQL */
     size_t kafka_props_count;
     struct config_kafka_prop kafka_props[CONFIG_MAX_KAFKA_PROPS];
+    /* Schema Registry (used only with schema_registry_url). */
+    char *schema_registry_user_info;    /* "user:password"; never log it */
+    char *schema_registry_bearer_token; /* never log it */
+    char *schema_registry_ca_file;
+    char *schema_registry_cert_file;
+    char *schema_registry_key_file;
+    int64_t schema_registry_timeout_ms;
+    int schema_registry_auto_register;
+    int schema_registry_cache_size;
 };
 
 /* One documented variable, for --help and the README. */
