@@ -385,8 +385,14 @@ static int prepare(struct process *p, const struct process_msg *m,
             ids_customer_id(rec->u.request.request_id, cid);
             item->customer_id = cid;
         }
-        if (rec->u.request.account_type == MW_ACCOUNT_TRIAL)
+        if (rec->u.request.account_type == MW_ACCOUNT_TRIAL) {
             item->trial_ends_at = now + p->cfg->trial_period_ms;
+            /* No reminder when disabled or not after the creation. */
+            if (p->cfg->trial_reminder_ms > 0 &&
+                item->trial_ends_at - p->cfg->trial_reminder_ms > now)
+                item->trial_reminder_at =
+                    item->trial_ends_at - p->cfg->trial_reminder_ms;
+        }
         return 0;
     }
 oom:

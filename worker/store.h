@@ -72,6 +72,7 @@ struct store_item {
     const char *customer_id;          /* ids_customer_id(request_id) */
     int64_t occurred_at;              /* processing time, epoch ms */
     int64_t trial_ends_at;            /* TRIAL only */
+    int64_t trial_reminder_at;        /* TRIAL only; 0 = no reminder */
     const char *traceparent;          /* NULL when absent */
     /* inputs for STORE_ITEM_TERMINATION */
     const struct mw_termination_request *termination;
@@ -189,5 +190,82 @@ int store_outbox_backlog(struct store *store, int64_t *count,
  */
 int store_outbox_wait(struct store *store, int timeout_ms,
                       struct mw_error *err);
+
+/* ---- the lifecycle scheduler ---- */
+
+enum store_timer_kind {
+    STORE_TIMER_TRIAL_ENDING = 0, /* TrialEnding */
+    STORE_TIMER_TRIAL_CONVERSION, /* TrialConverted */
+    STORE_TIMER_TERMINATION,      /* CustomerTerminated */
+};
+
+/* What store_timers_claim did with one claimed timer. */
+enum store_timer_action {
+    STORE_TIMER_FIRED = 0, /* applied: write its event in this transaction */
+    STORE_TIMER_CANCELLED, /* no longer applies: no event */
+    STORE_TIMER_DEFERRED,  /* an earlier timer of its customer is pending */
+};
+
+/*
+ * A claimed timer and what its event needs.  Times are epoch ms; strings
+ * live in the arena given to store_timers_claim.
+ */
+struct store_timer {
+    int64_t id;
+    enum store_timer_action action;
+    enum store_timer_kind kind;
+    const char *customer_id;
+    const char *customer_request_id; /* the request that created it */
+    const char *msp_id;
+    const char *requested_by;
+    int32_t licenses;
+    int64_t created_at;
+    int64_t trial_ends_at; /* 0 when the customer never was on trial */
+    int64_t due_at;        /* the effective time of a termination */
+    const char *request_id;  /* TERMINATION: its request id, else NULL */
+    const char *traceparent; /* of the creating or terminating request */
+    bool was_trial;          /* on trial when the timer was applied */
+};
+
+/*
+ * Opens a transaction and claims up to max timers due at now_ms (the
+ * worker's clock), oldest first, skipping those another transaction
+ * holds, and applies them (see mw_fire_due_timers in
+ * migrations/0003_lifecycle.sql).  Returns 0 with the transaction open,
+ * to be ended by store_batch_finish with the events of the FIRED timers
+ * (or store_batch_abort), and *timers (from arena) set to *count claimed
+ * timers; or -1 with err and the transaction rolled back.  Deadlocks and
+ * serialization failures are retried inside.
+ */
+int store_timers_claim(struct store *store, int64_t now_ms, size_t max,
+                       struct mw_arena *arena, struct store_timer **timers,
+                       size_t *count, struct mw_error *err);
+
+/*
+ * Counts the timers due at now_ms and not fired, and sets *next_due_ms to
+ * the due time of the earliest pending timer (or -1 when there is none).
+ * Returns 0, or -1 with err.
+ */
+int store_timers_pending(struct store *store, int64_t now_ms,
+                         int64_t *due_count, int64_t *next_due_ms,
+                         struct mw_error *err);
+
+/*
+ * Subscribes this connection to new-timer notifications (LISTEN), then
+ * waits up to timeout_ms for one.  Returns 1 when notified, 0 on timeout,
+ * -1 with err.
+ */
+int store_timers_wait(struct store *store, int timeout_ms,
+                      struct mw_error *err);
+
+/*
+ * Describes a customer for operators, found by customer id or by domain
+ * (the live holder first, else the last one released): the customer row,
+ * its domains, its termination and its pending timers, as indented JSON
+ * with UTC times.  Returns 1 and sets *json (malloc'ed, the caller frees)
+ * when found, 0 when not, -1 with err.
+ */
+int store_customer_describe(struct store *store, const char *key,
+                            char **json, struct mw_error *err);
 
 #endif

@@ -1,0 +1,411 @@
+/*
+ * The lifecycle scheduler.
+ *
+ * Timers live in PostgreSQL (table timers, migrations/0003_lifecycle.sql)
+ * because Kafka has no delayed delivery.  A round claims up to BATCH_MAX
+ * due timers with FOR UPDATE SKIP LOCKED, applies them, encodes the events
+ * of those that fired and writes them to the outbox, all in one
+ * transaction: a timer is fired exactly once however many replicas run,
+ * and a replica killed mid-round leaves its timers pending for the next
+ * claimer.  What "due" means is decided by mw_now_ms(), passed to the
+ * database, so MESH_WORKER_CLOCK_OFFSET_MS moves time for tests on the
+ * same code path.
+ *
+ * Rounds follow each other without a pause while they find full batches,
+ * so after downtime everything overdue fires, oldest first, in bounded
+ * transactions.  Otherwise the thread sleeps until the earliest pending
+ * timer is due or MESH_WORKER_SCHEDULER_INTERVAL passes, whichever is
+ * first, and wakes early when a claim function writes a timer (LISTEN
+ * mw_timers), so an immediate termination fires at once.
+ *
+ * The scheduler decides no business rule: the database function orders a
+ * customer's timers and applies them.  It never publishes: the relay does.
+ */
+#include "scheduler.h"
+
+#include "arena.h"
+#include "ids.h"
+#include "kafka.h"
+#include "log.h"
+#include "metrics.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Most timers claimed in one transaction. */
+#define BATCH_MAX 256
+/* Longest single wait, so that a stop request is seen promptly. */
+#define WAIT_SLICE_MS 200
+/* Pause when timers are due but held by other replicas. */
+#define HELD_WAIT_MS 50
+#define BACKOFF_MAX_MS 5000
+
+struct scheduler {
+    const struct mw_config *cfg;
+    char *conninfo;
+    struct codec *codec;
+    pthread_t thread;
+    bool is_started;
+    atomic_int stop;
+};
+
+/* What one round did. */
+struct round {
+    size_t claimed;
+    size_t fired;
+    size_t cancelled;
+    size_t deferred;
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sleeps ms, in slices, unless a stop is requested. */
+static void sleep_ms(struct scheduler *s, int64_t ms)
+{
+    int64_t deadline = mono_ms() + ms;
+
+    while (!atomic_load(&s->stop) && mono_ms() < deadline) {
+        int64_t left = deadline - mono_ms();
+        int64_t slice = left < WAIT_SLICE_MS ? left : WAIT_SLICE_MS;
+        struct timespec ts = {0, (long)slice * 1000000L};
+
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Fills rec with the event of a fired timer; event_id is its storage. */
+static void timer_record(const struct store_timer *t, int64_t now_ms,
+                         char event_id[IDS_UUID_LEN + 1], struct mw_record *rec)
+{
+    memset(rec, 0, sizeof(*rec));
+    switch (t->kind) {
+    case STORE_TIMER_TRIAL_ENDING:
+        ids_event_id("TrialEnding", t->customer_id, event_id);
+        rec->type = MW_REC_TRIAL_ENDING;
+        rec->u.trial_ending.event_id = event_id;
+        rec->u.trial_ending.customer_id = t->customer_id;
+        rec->u.trial_ending.msp_id = t->msp_id;
+        rec->u.trial_ending.occurred_at = now_ms;
+        rec->u.trial_ending.trial_ends_at = t->trial_ends_at;
+        rec->u.trial_ending.licenses = t->licenses;
+        rec->u.trial_ending.requested_by = t->requested_by;
+        break;
+    case STORE_TIMER_TRIAL_CONVERSION:
+        ids_event_id("TrialConverted", t->customer_id, event_id);
+        rec->type = MW_REC_TRIAL_CONVERTED;
+        rec->u.trial_converted.event_id = event_id;
+        rec->u.trial_converted.customer_id = t->customer_id;
+        rec->u.trial_converted.msp_id = t->msp_id;
+        rec->u.trial_converted.occurred_at = now_ms;
+        rec->u.trial_converted.trial_started_at = t->created_at;
+        rec->u.trial_converted.trial_ended_at = t->trial_ends_at;
+        rec->u.trial_converted.licenses = t->licenses;
+        /* Billing starts at the trial end, not when it was noticed. */
+        rec->u.trial_converted.billing_starts_at = t->trial_ends_at;
+        break;
+    case STORE_TIMER_TERMINATION:
+        ids_event_id("CustomerTerminated", t->request_id, event_id);
+        rec->type = MW_REC_CUSTOMER_TERMINATED;
+        rec->u.terminated.event_id = event_id;
+        rec->u.terminated.customer_id = t->customer_id;
+        rec->u.terminated.msp_id = t->msp_id;
+        rec->u.terminated.occurred_at = now_ms;
+        rec->u.terminated.terminated_at = t->due_at;
+        rec->u.terminated.was_trial = t->was_trial;
+        rec->u.terminated.request_id = t->request_id;
+        break;
+    }
+}
+
+/*
+ * Encodes the event of a fired timer into an outbox row keyed by the
+ * customer id, with the headers of SPEC §3: request_id is the request the
+ * event follows from (the termination, or the request that created the
+ * customer), traceparent that request's.  Returns 0, or -1 with err.
+ */
+static int timer_row(struct codec *codec, struct mw_arena *arena,
+                     const struct store_timer *t, int64_t now_ms,
+                     struct store_outbox_row *row, struct mw_error *err)
+{
+    char *event_id = arena_alloc(arena, IDS_UUID_LEN + 1);
+    const char *request_id = t->kind == STORE_TIMER_TERMINATION
+                                 ? t->request_id
+                                 : t->customer_request_id;
+    struct kafka_headers_buf hb;
+    struct mw_record rec;
+    const char *type;
+    const void *payload;
+    size_t payload_len;
+
+    if (event_id == NULL)
+        goto oom;
+    if (t->kind == STORE_TIMER_TERMINATION && t->request_id == NULL) {
+        mw_error_set(err, MW_ERR_DATABASE, false,
+                     "termination timer %lld has no request id",
+                     (long long)t->id);
+        return -1;
+    }
+    timer_record(t, now_ms, event_id, &rec);
+    type = mw_record_names[rec.type];
+    if (codec_encode(codec, &rec, arena, &payload, &payload_len, err) < 0)
+        return -1;
+    kafka_headers_init(&hb, arena);
+    if (kafka_headers_add(&hb, "event_type", type, (ssize_t)strlen(type)) ||
+        kafka_headers_add(&hb, "event_id", event_id,
+                          (ssize_t)strlen(event_id)) ||
+        (request_id && kafka_headers_add(&hb, "request_id", request_id,
+                                         (ssize_t)strlen(request_id))) ||
+        (t->traceparent && kafka_headers_add(&hb, "traceparent", t->traceparent,
+                                             (ssize_t)strlen(t->traceparent))))
+        goto oom;
+    row->stream = STORE_STREAM_EVENTS;
+    row->event_id = event_id;
+    row->key = t->customer_id;
+    row->key_len = strlen(t->customer_id);
+    row->headers = hb.buf;
+    row->headers_len = hb.len;
+    row->payload = payload;
+    row->payload_len = payload_len;
+    return 0;
+oom:
+    mw_error_set(err, MW_ERR_SYSTEM, true, "out of memory");
+    return -1;
+}
+
+/*
+ * One round: claim, encode, write and commit.  Returns 0 with out filled,
+ * or -1 with err and nothing kept.
+ */
+static int fire_round(struct store *store, struct codec *codec,
+                      struct mw_arena *arena, int64_t now_ms, size_t max,
+                      struct round *out, struct mw_error *err)
+{
+    struct store_timer *timers;
+    struct store_outbox_row *rows;
+    size_t count, nrows = 0;
+
+    memset(out, 0, sizeof(*out));
+    arena_reset(arena);
+    if (store_timers_claim(store, now_ms, max, arena, &timers, &count, err) < 0)
+        return -1;
+    rows = arena_alloc(arena, sizeof(*rows) * (count > 0 ? count : 1));
+    if (rows == NULL) {
+        store_batch_abort(store);
+        mw_error_set(err, MW_ERR_SYSTEM, true, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < count; i++) {
+        const struct store_timer *t = &timers[i];
+
+        if (t->action == STORE_TIMER_CANCELLED) {
+            out->cancelled++;
+            continue;
+        }
+        if (t->action == STORE_TIMER_DEFERRED) {
+            out->deferred++;
+            continue;
+        }
+        if (timer_row(codec, arena, t, now_ms, &rows[nrows], err) < 0) {
+            store_batch_abort(store);
+            return -1;
+        }
+        nrows++;
+        log_debug("scheduler", "timer fired", LF_INT("timer_id", t->id),
+                  LF_STR("customer_id", t->customer_id),
+                  LF_STR("event_id", rows[nrows - 1].event_id));
+    }
+    if (count == 0) {
+        /* Nothing claimed: end the empty transaction. */
+        store_batch_abort(store);
+    } else if (store_batch_finish(store, rows, nrows, err) < 0) {
+        return -1;
+    }
+    out->claimed = count;
+    out->fired = nrows;
+    atomic_fetch_add(&mw_metrics.timers_fired, (long long)nrows);
+    return 0;
+}
+
+/* A round made progress and found a full batch: more may be due. */
+static bool is_more_due(const struct round *r, size_t max)
+{
+    return r->claimed >= max && r->fired + r->cancelled > 0;
+}
+
+int64_t scheduler_fire_due(struct store *store, struct codec *codec,
+                           int64_t now_ms, size_t max, struct mw_error *err)
+{
+    struct mw_arena *arena = arena_new();
+    struct round r;
+    int64_t fired = 0;
+
+    if (arena == NULL) {
+        mw_error_set(err, MW_ERR_SYSTEM, true, "out of memory");
+        return -1;
+    }
+    if (max == 0)
+        max = BATCH_MAX;
+    do {
+        if (fire_round(store, codec, arena, now_ms, max, &r, err) < 0) {
+            arena_destroy(arena);
+            return -1;
+        }
+        fired += (int64_t)r.fired;
+    } while (is_more_due(&r, max));
+    arena_destroy(arena);
+    return fired;
+}
+
+/*
+ * How long to sleep: until the earliest pending timer is due, at most the
+ * interval; briefly when timers are due but were held by other replicas.
+ * Updates the due_timers gauge.  Returns -1 on a database error.
+ */
+static int64_t next_wait_ms(struct scheduler *s, struct store *store,
+                            struct mw_error *err)
+{
+    int64_t now = mw_now_ms(), due_count, next_due;
+    int64_t wait = s->cfg->scheduler_interval_ms;
+
+    if (store_timers_pending(store, now, &due_count, &next_due, err) < 0)
+        return -1;
+    atomic_store(&mw_metrics.due_timers, due_count);
+    if (next_due < 0)
+        return wait;
+    if (next_due <= now)
+        return wait < HELD_WAIT_MS ? wait : HELD_WAIT_MS;
+    return next_due - now < wait ? next_due - now : wait;
+}
+
+/* Sleeps up to wait_ms, waking on a new timer or a stop request. */
+static int sleep_until_due(struct scheduler *s, struct store *store,
+                           int64_t wait_ms, struct mw_error *err)
+{
+    int64_t deadline = mono_ms() + wait_ms;
+
+    while (!atomic_load(&s->stop)) {
+        int64_t left = deadline - mono_ms();
+        int rc;
+
+        if (left <= 0)
+            return 0;
+        rc = store_timers_wait(
+            store, (int)(left < WAIT_SLICE_MS ? left : WAIT_SLICE_MS), err);
+        if (rc != 0)
+            return rc < 0 ? -1 : 0;
+    }
+    return 0;
+}
+
+static void *scheduler_main(void *arg)
+{
+    struct scheduler *s = arg;
+    struct mw_arena *arena = arena_new();
+    struct store *store = NULL;
+    int64_t backoff = 100;
+    struct mw_error err;
+
+    while (arena != NULL && !atomic_load(&s->stop)) {
+        struct round r;
+        int64_t wait;
+
+        mw_error_clear(&err);
+        if (store == NULL) {
+            store = store_new(s->conninfo, &err);
+            if (store == NULL) {
+                log_warn("scheduler", "could not connect to PostgreSQL",
+                         LF_STR("error", err.msg),
+                         LF_STR("detail", err.detail));
+                sleep_ms(s, backoff);
+                backoff =
+                    backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+                continue;
+            }
+            backoff = 100;
+        }
+        if (fire_round(store, s->codec, arena, mw_now_ms(), BATCH_MAX, &r,
+                       &err) < 0)
+            goto db_error;
+        if (r.fired + r.cancelled > 0)
+            log_info("scheduler", "timers fired",
+                     LF_INT("fired", (int64_t)r.fired),
+                     LF_INT("cancelled", (int64_t)r.cancelled),
+                     LF_INT("deferred", (int64_t)r.deferred));
+        if (is_more_due(&r, BATCH_MAX))
+            continue;
+        wait = next_wait_ms(s, store, &err);
+        if (wait < 0 || sleep_until_due(s, store, wait, &err) < 0)
+            goto db_error;
+        continue;
+    db_error:
+        log_warn("scheduler", "database error; retrying",
+                 LF_STR("error", err.msg), LF_STR("detail", err.detail),
+                 LF_STR("retriable", err.retriable ? "true" : "false"));
+        if (!err.retriable) {
+            /* A permanent error may be one row's fault: do not spin. */
+            store_destroy(store);
+            store = NULL;
+        }
+        sleep_ms(s, backoff);
+        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+    store_destroy(store);
+    arena_destroy(arena);
+    return NULL;
+}
+
+struct scheduler *scheduler_new(const struct mw_config *cfg,
+                                const char *conninfo, struct codec *codec,
+                                struct mw_error *err)
+{
+    struct scheduler *s = calloc(1, sizeof(*s));
+
+    if (s == NULL || (s->conninfo = strdup(conninfo)) == NULL) {
+        free(s);
+        codec_destroy(codec);
+        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        return NULL;
+    }
+    s->cfg = cfg;
+    s->codec = codec;
+    return s;
+}
+
+int scheduler_start(struct scheduler *s, struct mw_error *err)
+{
+    if (pthread_create(&s->thread, NULL, scheduler_main, s) != 0) {
+        mw_error_set(err, MW_ERR_SYSTEM, false,
+                     "could not start the scheduler thread");
+        return -1;
+    }
+    s->is_started = true;
+    return 0;
+}
+
+void scheduler_stop(struct scheduler *s)
+{
+    if (s == NULL || !s->is_started)
+        return;
+    atomic_store(&s->stop, 1);
+    pthread_join(s->thread, NULL);
+    s->is_started = false;
+}
+
+void scheduler_destroy(struct scheduler *s)
+{
+    if (s == NULL)
+        return;
+    scheduler_stop(s);
+    codec_destroy(s->codec);
+    free(s->conninfo);
+    free(s);
+}
