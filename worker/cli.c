@@ -13,6 +13,7 @@
 #include "embedded.h"
 #include "kafka.h"
 #include "log.h"
+#include "http.h"
 #include "process.h"
 #include "registry.h"
 #include "relay.h"
@@ -235,6 +236,7 @@ int cli_run(int argc, char **argv)
     struct registry *timer_registry = NULL;
     struct consumer *consumer = NULL;
     struct registry *registry = NULL;
+    struct http *http = NULL;
     const char *bootstrap, *conninfo;
     struct mw_error err;
     int rc;
@@ -266,6 +268,16 @@ int cli_run(int argc, char **argv)
         if (probe == NULL)
             goto fail;
         rd_kafka_conf_destroy(probe);
+    }
+    /* Health first: /healthz answers (and /readyz says why not) while
+     * the worker waits for its database. */
+    if (cfg.http_addr[0] != '\0') {
+        http = http_start(cfg.http_addr, &err);
+        if (http == NULL)
+            goto fail;
+        log_info("cli", "health and metrics listening",
+                 LF_STR("addr", cfg.http_addr),
+                 LF_INT("port", http_port(http)));
     }
     bootstrap = cfg.kafka_bootstrap_servers;
     if (bootstrap == NULL) {
@@ -349,6 +361,7 @@ int cli_run(int argc, char **argv)
     codec_destroy(codec);
     registry_destroy(registry);
     store_destroy(store);
+    http_stop(http);
     embedded_pg_stop(pg);
     embedded_kafka_stop(ek);
     log_info("cli", "stopped",
@@ -367,6 +380,7 @@ fail:
     codec_destroy(codec);
     registry_destroy(registry);
     store_destroy(store);
+    http_stop(http);
     embedded_pg_stop(pg);
     embedded_kafka_stop(ek);
     config_free(&cfg);

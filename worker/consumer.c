@@ -20,6 +20,7 @@
 #include "metrics.h"
 #include "store.h"
 
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -36,7 +37,14 @@ struct consumer {
     rd_kafka_message_t **batch;
     struct process_msg *msgs;
     int paused; /* processing failed: every partition is held */
+    int joined;     /* the group gave us an assignment (maybe empty) */
+    int brokers_up; /* the last statistics saw a broker up */
 };
+
+static void update_kafka_ready(const struct consumer *c)
+{
+    atomic_store(&mw_metrics.kafka_ready, c->joined && c->brokers_up);
+}
 
 static int64_t mono_ms(void)
 {
@@ -53,6 +61,9 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rd_kafka_error_t *error = NULL;
 
     atomic_fetch_add(&mw_metrics.rebalances, 1);
+    c->joined = 1;
+    c->brokers_up = 1;
+    update_kafka_ready(c);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         error = rd_kafka_incremental_assign(rk, parts);
         if (c->paused)
@@ -85,10 +96,58 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static void on_error(rd_kafka_t *rk, int err, const char *reason,
                      void *opaque)
 {
-    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
-        atomic_store(&mw_metrics.kafka_ready, 0);
+    struct consumer *c = opaque;
+
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+        c->brokers_up = 0;
+        update_kafka_ready(c);
+    }
     log_warn("consumer", "kafka client error",
              LF_STR("error", rd_kafka_err2name(err)), LF_STR("detail", reason));
+}
+
+/*
+ * librdkafka's statistics (every few seconds): whether any broker is up,
+ * and the consumer lag summed over the assigned partitions.
+ */
+static int on_stats(rd_kafka_t *rk, char *json, size_t json_len, void *opaque)
+{
+    struct consumer *c = opaque;
+    json_t *root = json_loadb(json, json_len, 0, NULL);
+    json_t *brokers, *topics, *broker, *topic, *partition;
+    const char *name;
+    long long lag = 0;
+    int up = 0;
+
+    if (root == NULL)
+        return 0;
+    brokers = json_object_get(root, "brokers");
+    json_object_foreach(brokers, name, broker) {
+        if (json_integer_value(json_object_get(broker, "nodeid")) >= 0 &&
+            strcmp(json_string_value(json_object_get(broker, "state"))
+                       ? json_string_value(json_object_get(broker, "state"))
+                       : "",
+                   "UP") == 0)
+            up = 1;
+    }
+    topics = json_object_get(root, "topics");
+    json_object_foreach(topics, name, topic) {
+        const char *id;
+
+        json_object_foreach(json_object_get(topic, "partitions"), id,
+                            partition) {
+            json_int_t n =
+                json_integer_value(json_object_get(partition, "consumer_lag"));
+
+            if (strcmp(id, "-1") != 0 && n > 0)
+                lag += n;
+        }
+    }
+    json_decref(root);
+    c->brokers_up = up;
+    update_kafka_ready(c);
+    atomic_store(&mw_metrics.consumer_lag, lag);
+    return 0;
 }
 
 struct consumer *consumer_new(const struct mw_config *cfg,
@@ -112,6 +171,7 @@ struct consumer *consumer_new(const struct mw_config *cfg,
         goto oom;
     /* Our defaults first: MESH_WORKER_KAFKA_* may override any of them. */
     conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, kafka_log);
     if (kafka_conf_set(conf, "bootstrap.servers", bootstrap, err) < 0 ||
         kafka_conf_set(conf, "group.id", cfg->group_id, err) < 0 ||
         kafka_conf_set(conf, "partition.assignment.strategy",
@@ -120,7 +180,8 @@ struct consumer *consumer_new(const struct mw_config *cfg,
         kafka_conf_set(conf, "enable.auto.offset.store", "false", err) < 0 ||
         kafka_conf_set(conf, "auto.offset.reset", "earliest", err) < 0 ||
         kafka_conf_set(conf, "reconnect.backoff.max.ms", "1000", err) < 0 ||
-        kafka_conf_set(conf, "client.id", "mesh-worker", err) < 0)
+        kafka_conf_set(conf, "client.id", "mesh-worker", err) < 0 ||
+        kafka_conf_set(conf, "statistics.interval.ms", "2000", err) < 0)
         goto fail;
     for (size_t i = 0; i < cfg->kafka_props_count; i++) {
         if (kafka_conf_set(conf, cfg->kafka_props[i].name,
@@ -128,6 +189,7 @@ struct consumer *consumer_new(const struct mw_config *cfg,
             goto fail;
     }
     rd_kafka_conf_set_opaque(conf, c);
+    rd_kafka_conf_set_stats_cb(conf, on_stats);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_error_cb(conf, on_error);
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));

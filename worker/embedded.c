@@ -9,6 +9,7 @@
  */
 #include "embedded.h"
 
+#include "kafka.h"
 #include "log.h"
 
 #include <errno.h>
@@ -46,6 +47,7 @@ struct embedded_kafka *embedded_kafka_start(const struct mw_config *cfg,
         return NULL;
     }
     /* The mock cluster needs a client handle for its logging only. */
+    rd_kafka_conf_set_log_cb(conf, kafka_log);
     rd_kafka_conf_set(conf, "log_level", "3", NULL, 0);
     ek->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     if (ek->rk == NULL) {

@@ -5,6 +5,8 @@
  */
 #include "kafka.h"
 
+#include "log.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
@@ -40,11 +42,26 @@ int kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
     return 0;
 }
 
+void kafka_log(const rd_kafka_t *rk, int level, const char *facility,
+               const char *line)
+{
+    /* syslog levels: 0-3 errors, 4 warning, 5-6 notice and info, 7 debug */
+    enum log_level ours = level <= 3   ? LOG_ERROR
+                          : level == 4 ? LOG_WARN
+                          : level <= 6 ? LOG_INFO
+                                       : LOG_DEBUG;
+
+    MW_LOG(ours, "librdkafka", "client log", LF_STR("facility", facility),
+           LF_STR("client", rk ? rd_kafka_name(rk) : NULL),
+           LF_STR("detail", line));
+}
+
 rd_kafka_conf_t *kafka_conf_new(const struct mw_config *cfg,
                                 const char *bootstrap, struct mw_error *err)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
 
+    rd_kafka_conf_set_log_cb(conf, kafka_log);
     if (kafka_conf_set(conf, "bootstrap.servers", bootstrap, err) < 0 ||
         kafka_conf_set(conf, "reconnect.backoff.max.ms", "1000", err) < 0 ||
         kafka_conf_set(conf, "client.id", "mesh-worker", err) < 0)

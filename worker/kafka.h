@@ -23,6 +23,13 @@ rd_kafka_conf_t *kafka_conf_new(const struct mw_config *cfg,
                                 const char *bootstrap, struct mw_error *err);
 
 /*
+ * librdkafka's log callback: writes its lines through log.c as JSON with
+ * module "librdkafka".  Set on every client the worker creates.
+ */
+void kafka_log(const rd_kafka_t *rk, int level, const char *facility,
+               const char *line);
+
+/*
  * Sets one property; returns 0, or -1 with err filled (MW_ERR_CONFIG).
  */
 int kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,

@@ -90,6 +90,7 @@ struct relay *relay_new(const struct mw_config *cfg, const char *conninfo,
     r->cfg = cfg;
     r->conninfo = strdup(conninfo);
     conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, kafka_log);
     if (kafka_conf_set(conf, "bootstrap.servers", bootstrap, err) < 0 ||
         kafka_conf_set(conf, "enable.idempotence", "true", err) < 0 ||
         kafka_conf_set(conf, "acks", "all", err) < 0 ||
@@ -207,6 +208,7 @@ static void *relay_main(void *arg)
         if (store == NULL) {
             store = store_new(r->conninfo, &err);
             if (store == NULL) {
+                atomic_store(&mw_metrics.db_ready, 0);
                 if (atomic_load(&r->draining))
                     break;
                 log_warn("relay", "could not connect to PostgreSQL",
@@ -222,6 +224,7 @@ static void *relay_main(void *arg)
         if (!leader) {
             if (store_relay_lead(store, &leader, &err) < 0)
                 goto db_error;
+            atomic_store(&mw_metrics.db_ready, 1);
             if (!leader) {
                 if (atomic_load(&r->draining))
                     break;
@@ -238,6 +241,7 @@ static void *relay_main(void *arg)
         arena_reset(arena);
         if (store_outbox_fetch(store, cap, arena, &msgs, &count, &err) < 0)
             goto db_error;
+        atomic_store(&mw_metrics.db_ready, 1);
         if (count == 0) {
             if (atomic_load(&r->draining))
                 break;
@@ -252,6 +256,7 @@ static void *relay_main(void *arg)
         atomic_fetch_add(&mw_metrics.published, (long long)delivered);
         continue;
     db_error:
+        atomic_store(&mw_metrics.db_ready, 0);
         log_warn("relay", "database error; reconnecting",
                  LF_STR("error", err.msg), LF_STR("detail", err.detail));
         store_destroy(store);
