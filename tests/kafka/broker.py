@@ -1,0 +1,723 @@
+#!/usr/bin/env python3
+"""A real single-node Apache Kafka broker (KRaft, broker+controller in one
+JVM) for the tests, run from the jars tests/kafka/pom.xml copies out of
+Maven Central into tests/kafka/target/lib.
+
+    with Broker(partitions_default=8) as kafka:
+        kafka.create_topic("customer.requests", 8)
+        ... kafka.bootstrap ...          # "127.0.0.1:PORT"
+        kafka.restart()                  # SIGTERM, then start again
+        kafka.kill(); kafka.start()      # SIGKILL, then start again
+        kafka.pause(); kafka.resume()    # SIGSTOP, SIGCONT: a hung broker
+
+Every broker lives in a fresh temporary directory (data, configuration and
+logs) on free ports of 127.0.0.1; restart() and start() after stop()/kill()
+reuse both, so data, committed offsets and producer state survive.  The
+directory goes away in destroy(), on leaving the `with` block, and at
+interpreter exit, also when a test fails; MW_KAFKA_KEEP=1 keeps it.
+
+Standard library only.  Needs java (17+) on PATH or in JAVA_HOME and, the
+first time, mvn with access to Maven Central; installs nothing itself.
+
+CLI:  python3 tests/kafka/broker.py --topics customer.requests:8,customer.events:8
+prints `bootstrap.servers=127.0.0.1:PORT` and runs until SIGTERM, SIGINT or
+end of stdin.  Lines on stdin are commands, each answered `ok` (or
+`error: ...`): restart, stop, kill, start, pause, resume, quit.
+"""
+
+import argparse
+import atexit
+import base64
+import fcntl
+import glob
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import weakref
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+POM = os.path.join(HERE, "pom.xml")
+TARGET = os.path.join(HERE, "target")
+LIB = os.path.join(TARGET, "lib")
+STAMP = os.path.join(LIB, ".pom.sha256")
+
+JVM_OPTS = ["-Xms64m", "-Xmx512m", "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData",
+            "-Djava.awt.headless=true"]
+TOOL_JVM_OPTS = ["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+                 "-XX:-UsePerfData", "-Xshare:auto"]
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def log(text):
+    print("kafka: " + text, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- the jars
+
+def java_binary():
+    home = os.environ.get("JAVA_HOME")
+    if home and os.access(os.path.join(home, "bin", "java"), os.X_OK):
+        return os.path.join(home, "bin", "java")
+    java = shutil.which("java")
+    if not java:
+        raise BrokerError(
+            "no java: the test broker needs a Java 17+ runtime on PATH "
+            "(Debian: apt-get install openjdk-17-jre-headless)")
+    return java
+
+
+def _pom_digest():
+    with open(POM, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _jars_ready(digest):
+    try:
+        with open(STAMP) as f:
+            return f.read().strip() == digest and bool(
+                glob.glob(os.path.join(LIB, "kafka_2.13-*.jar")))
+    except OSError:
+        return False
+
+
+def ensure_jars():
+    """Makes target/lib hold the jars of pom.xml; returns its path.
+
+    A no-op when target/lib was made from the current pom.xml.  Otherwise
+    runs Maven: offline first (everything may be in ~/.m2 already), then
+    online.  A lock keeps parallel test processes from racing.
+    """
+    digest = _pom_digest()
+    if _jars_ready(digest):
+        return LIB
+    os.makedirs(TARGET, exist_ok=True)
+    with open(os.path.join(TARGET, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _jars_ready(digest):
+            return LIB
+        mvn = shutil.which("mvn")
+        if not mvn:
+            raise BrokerError(
+                "no mvn: the test broker's jars come from Maven Central via "
+                "%s (Debian: apt-get install maven), or put them in %s"
+                % (POM, LIB))
+        shutil.rmtree(LIB, ignore_errors=True)
+        base = [mvn, "-q", "-B", "-f", POM, "package"]
+        started = time.monotonic()
+        result = subprocess.run(base[:1] + ["-o"] + base[1:],
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        how = "from ~/.m2"
+        if result.returncode != 0:
+            log("fetching the broker's jars from Maven Central "
+                "(the first time takes about half a minute)")
+            shutil.rmtree(LIB, ignore_errors=True)
+            result = subprocess.run(base, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            how = "from Maven Central"
+        if result.returncode != 0:
+            raise BrokerError("mvn failed to fetch the broker's jars:\n%s"
+                              % result.stdout[-4000:])
+        with open(STAMP, "w") as f:
+            f.write(digest + "\n")
+        log("jars %s into %s in %.1f s"
+            % (how, LIB, time.monotonic() - started))
+    return LIB
+
+
+def kafka_version(lib=LIB):
+    jars = glob.glob(os.path.join(lib, "kafka_2.13-*.jar"))
+    if not jars:
+        return None
+    return os.path.basename(jars[0])[len("kafka_2.13-"):-len(".jar")]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def random_cluster_id():
+    """A Kafka Uuid as StorageTool random-uuid makes it: 22 base64url chars."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]
+        if not text.startswith("-"):
+            return text
+
+
+def _die_with_parent():
+    """In the child: SIGKILL when the Python process that started it dies
+    (killed by a test runner's timeout, say), so no JVM is left behind."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+# ------------------------------------------------------- the Kafka protocol
+#
+# Just enough of it (non-flexible versions that Kafka 2.x to 4.x all serve)
+# to see that the broker answers and to create topics without starting a
+# JVM for each: Metadata v4 and CreateTopics v2.
+
+class _Reader:
+    def __init__(self, data):
+        self.data, self.pos = data, 0
+
+    def take(self, fmt):
+        value = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += struct.calcsize(fmt)
+        return value[0] if len(value) == 1 else value
+
+    def string(self):
+        n = self.take(">h")
+        if n < 0:
+            return None
+        text = self.data[self.pos:self.pos + n].decode()
+        self.pos += n
+        return text
+
+    def array(self, item):
+        n = self.take(">i")
+        return [item() for _ in range(max(n, 0))]
+
+
+def _string(text):
+    raw = text.encode()
+    return struct.pack(">h", len(raw)) + raw
+
+
+def kafka_request(address, api_key, version, body, timeout=5.0):
+    """Sends one request and returns the response body (after the header)."""
+    correlation = 7
+    header = struct.pack(">hhi", api_key, version, correlation) + \
+        _string("mw-test-broker")
+    with socket.create_connection(address, timeout=timeout) as s:
+        s.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
+        size = struct.unpack(">i", _recv_exactly(s, 4))[0]
+        data = _recv_exactly(s, size)
+    if struct.unpack_from(">i", data)[0] != correlation:
+        raise BrokerError("bad correlation id in the broker's answer")
+    return data[4:]
+
+
+def _recv_exactly(s, n):
+    chunks = []
+    while n:
+        chunk = s.recv(n)
+        if not chunk:
+            raise ConnectionError("broker closed the connection")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def metadata(address, topics=(), timeout=5.0):
+    """Metadata v4: (brokers {id: (host, port)}, controller id,
+    topics {name: (error, {partition: (error, leader)})})."""
+    body = struct.pack(">i", len(topics)) + b"".join(
+        _string(t) for t in topics) + b"\x00"
+    r = _Reader(kafka_request(address, 3, 4, body, timeout))
+    r.take(">i")  # throttle_time_ms
+    brokers = dict(r.array(lambda: (r.take(">i"), (r.string(), r.take(">i"),
+                                                   r.string())[:2])))
+    r.string()  # cluster_id
+    controller = r.take(">i")
+
+    def partition():
+        error, index, leader = r.take(">hii")
+        r.array(lambda: r.take(">i"))  # replicas
+        r.array(lambda: r.take(">i"))  # isr
+        return index, (error, leader)
+
+    def topic():
+        error = r.take(">h")
+        name = r.string()
+        r.take(">b")  # is_internal
+        return name, (error, dict(r.array(partition)))
+
+    return brokers, controller, dict(r.array(topic))
+
+
+def create_topics(address, topics, timeout_ms=30000):
+    """CreateTopics v2 for {name: (partitions, {config: value})};
+    returns {name: (error code, message)}."""
+    body = struct.pack(">i", len(topics))
+    for name, (partitions, configs) in topics.items():
+        body += _string(name) + struct.pack(">ihi", partitions, 1, 0)
+        body += struct.pack(">i", len(configs))
+        for key, value in configs.items():
+            body += _string(key) + _string(str(value))
+    body += struct.pack(">ib", timeout_ms, 0)
+    r = _Reader(kafka_request(address, 19, 2, body, timeout_ms / 1000 + 10))
+    r.take(">i")  # throttle_time_ms
+    return dict(r.array(lambda: (r.string(), (r.take(">h"), r.string()))))
+
+
+# ---------------------------------------------------------------- the broker
+
+def _sweep_orphans():
+    """Removes the directories of brokers whose Python process was killed
+    (SIGKILL leaves no chance to clean up); kept ones have owner -1."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), "mw-kafka-*")):
+        try:
+            with open(os.path.join(path, "owner.pid")) as f:
+                pid = int(f.read())
+        except (OSError, ValueError):
+            continue
+        if pid <= 0:
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
+
+
+_LIVE = weakref.WeakSet()
+
+
+@atexit.register
+def _cleanup_at_exit():
+    for broker in list(_LIVE):
+        try:
+            broker.destroy(timeout=5)
+        except Exception:
+            pass
+
+
+class Broker:
+    """One KRaft node (process.roles=broker,controller) on 127.0.0.1."""
+
+    def __init__(self, partitions_default=1, topics=None,
+                 log_segment_bytes=8 * 1024 * 1024, heap="512m",
+                 start_timeout=120, extra_config=None, keep=None):
+        self.partitions_default = partitions_default
+        self.topics = dict(topics or {})  # name -> partitions, at start
+        self.log_segment_bytes = log_segment_bytes
+        self.heap = heap
+        self.start_timeout = start_timeout
+        self.extra_config = dict(extra_config or {})
+        self.keep = (os.environ.get("MW_KAFKA_KEEP") == "1"
+                     if keep is None else keep)
+        self.dir = None
+        self.port = None
+        self.controller_port = None
+        self.proc = None
+        self.version = None
+        self.start_seconds = None
+        self._out = None
+
+    # -- paths
+
+    @property
+    def bootstrap(self):
+        return "127.0.0.1:%d" % self.port
+
+    @property
+    def address(self):
+        return ("127.0.0.1", self.port)
+
+    @property
+    def log_dir(self):
+        return os.path.join(self.dir, "logs")
+
+    @property
+    def server_log(self):
+        return os.path.join(self.log_dir, "server.log")
+
+    @property
+    def stdout_log(self):
+        return os.path.join(self.log_dir, "kafka.out")
+
+    def _path(self, name):
+        return os.path.join(self.dir, name)
+
+    # -- set-up, once per broker
+
+    def _prepare(self):
+        self.java = java_binary()
+        ensure_jars()
+        self.version = kafka_version()
+        _sweep_orphans()
+        self.dir = tempfile.mkdtemp(prefix="mw-kafka-")
+        _LIVE.add(self)
+        with open(self._path("owner.pid"), "w") as f:
+            f.write("%d\n" % (-1 if self.keep else os.getpid()))
+        os.makedirs(self.log_dir)
+        self.port = free_port()
+        self.controller_port = free_port()
+        while self.controller_port == self.port:
+            self.controller_port = free_port()
+        config = {
+            "process.roles": "broker,controller",
+            "node.id": 1,
+            "controller.quorum.voters": "1@127.0.0.1:%d" % self.controller_port,
+            "listeners": "PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d"
+                         % (self.port, self.controller_port),
+            "advertised.listeners": "PLAINTEXT://127.0.0.1:%d" % self.port,
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map":
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": self._path("data"),
+            "num.partitions": self.partitions_default,
+            "default.replication.factor": 1,
+            "min.insync.replicas": 1,
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": 1,
+            "offsets.topic.num.partitions": 4,
+            "transaction.state.log.replication.factor": 1,
+            "transaction.state.log.min.isr": 1,
+            "transaction.state.log.num.partitions": 4,
+            "group.initial.rebalance.delay.ms": 0,
+            "log.segment.bytes": self.log_segment_bytes,
+            "log.cleaner.dedupe.buffer.size": 16 * 1024 * 1024,
+            "num.network.threads": 2,
+            "num.io.threads": 4,
+            "num.recovery.threads.per.data.dir": 1,
+            "background.threads": 4,
+            # After a kill() the controller keeps the dead incarnation's
+            # registration until its session expires (9 s by default) and
+            # only then lets the restarted broker in: keep that short.
+            "broker.session.timeout.ms": 3000,
+            "broker.heartbeat.interval.ms": 500,
+        }
+        config.update(self.extra_config)
+        with open(self._path("server.properties"), "w") as f:
+            for key, value in config.items():
+                f.write("%s=%s\n" % (key, value))
+        with open(self._path("log4j.properties"), "w") as f:
+            f.write(
+                "log4j.rootLogger=WARN, file\n"
+                "log4j.appender.file=org.apache.log4j.FileAppender\n"
+                "log4j.appender.file.File=%s\n"
+                "log4j.appender.file.layout=org.apache.log4j.PatternLayout\n"
+                "log4j.appender.file.layout.ConversionPattern="
+                "[%%d] %%p %%m (%%c)%%n\n"
+                # start-up and shutdown milestones
+                "log4j.logger.kafka.server.KafkaRaftServer=INFO\n"
+                "log4j.logger.kafka.Kafka=INFO\n"
+                % self.server_log)
+        self.cluster_id = random_cluster_id()
+        self._java_tool("kafka.tools.StorageTool", "format", "-t",
+                        self.cluster_id, "-c", self._path("server.properties"))
+
+    def _classpath(self):
+        return os.path.join(LIB, "*")
+
+    def _java_tool(self, main_class, *args, timeout=120):
+        cmd = [self.java] + TOOL_JVM_OPTS + [
+            "-Dlog4j.configuration=file:" + self._path("log4j.properties"),
+            "-cp", self._classpath(), main_class] + list(args)
+        result = subprocess.run(cmd, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True,
+                                timeout=timeout)
+        if result.returncode != 0:
+            raise BrokerError("%s %s failed (%d):\n%s" % (
+                main_class, " ".join(args), result.returncode,
+                result.stdout[-4000:]))
+        return result.stdout
+
+    def kafka_tool(self, main_class, *args, timeout=120):
+        """Runs one of Kafka's command-line tools against this broker, e.g.
+        kafka_tool("org.apache.kafka.tools.TopicCommand", "--describe");
+        --bootstrap-server is added.  Returns its output."""
+        return self._java_tool(main_class, "--bootstrap-server",
+                               self.bootstrap, *args, timeout=timeout)
+
+    # -- life cycle
+
+    def start(self):
+        """Starts the broker (the first time: set up, format) and waits until
+        it serves metadata with itself as the controller."""
+        if self.running():
+            return self
+        started = time.monotonic()
+        first = self.dir is None
+        if first:
+            self._prepare()
+        heap = ["-Xmx" + self.heap] if self.heap else []
+        cmd = [self.java] + JVM_OPTS + heap + [
+            "-Dlog4j.configuration=file:" + self._path("log4j.properties"),
+            "-Dkafka.logs.dir=" + self.log_dir,
+            "-cp", self._classpath(), "kafka.Kafka",
+            self._path("server.properties")]
+        self._out = open(self.stdout_log, "ab")
+        # Own session: a terminal's ^C goes to Python, which stops the
+        # broker in order.  PR_SET_PDEATHSIG fires when the *thread* that
+        # started the child ends, so only the main thread asks for it.
+        main = threading.current_thread() is threading.main_thread()
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=self._out,
+            stderr=self._out, start_new_session=True,
+            preexec_fn=_die_with_parent if main else None)
+        try:
+            self._wait_ready(started)
+            if first and self.topics:
+                for name, partitions in self.topics.items():
+                    self.create_topic(name, partitions)
+        except BaseException:
+            self.kill()
+            raise
+        self.start_seconds = time.monotonic() - started
+        log("Kafka %s on %s %s in %.1f s (%s)" % (
+            self.version, self.bootstrap,
+            "set up and started" if first else "restarted",
+            self.start_seconds, self.dir))
+        return self
+
+    def _wait_ready(self, started):
+        deadline = started + self.start_timeout
+        last = None
+        while True:
+            if self.proc.poll() is not None:
+                raise BrokerError("broker exited with %s during start-up:\n%s"
+                                  % (self.proc.returncode, self.log_tail()))
+            try:
+                brokers, controller, _ = metadata(self.address, timeout=2)
+                if 1 in brokers:
+                    return
+                last = "metadata without the broker: %r" % (brokers,)
+            except (OSError, struct.error, BrokerError) as e:
+                last = e
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    "broker not ready after %d s (last: %s):\n%s"
+                    % (self.start_timeout, last, self.log_tail()))
+            time.sleep(0.2)
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=30):
+        """SIGTERM (a controlled shutdown), SIGKILL after timeout seconds.
+        Returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # in case it was paused
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log("broker ignored SIGTERM for %d s: SIGKILL" % timeout)
+                self.proc.kill()
+                self.proc.wait()
+        self._close_out()
+        return self.proc.returncode
+
+    def kill(self):
+        """SIGKILL: a crash, nothing flushed beyond what is in the files."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._close_out()
+
+    def pause(self):
+        """SIGSTOP: a hung broker (long GC pause, frozen VM) that still holds
+        its connections; requests pile up unanswered until resume()."""
+        if self.running():
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        """SIGCONT after pause()."""
+        if self.running():
+            self.proc.send_signal(signal.SIGCONT)
+
+    def restart(self, timeout=30):
+        """stop() and start() on the same ports and data."""
+        self.stop(timeout=timeout)
+        return self.start()
+
+    def destroy(self, timeout=30):
+        """stop() and remove the temporary directory (unless kept)."""
+        try:
+            self.stop(timeout=timeout)
+        finally:
+            _LIVE.discard(self)
+            if self.dir and not self.keep:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            elif self.dir:
+                log("kept %s" % self.dir)
+
+    def _close_out(self):
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.destroy()
+
+    # -- topics
+
+    def create_topic(self, name, partitions=None, config=None, timeout=30):
+        """Creates a topic (replication factor 1) and waits until every
+        partition has a leader."""
+        partitions = partitions or self.partitions_default
+        answer = create_topics(self.address,
+                               {name: (partitions, dict(config or {}))})
+        error, message = answer.get(name, (-1, "no answer"))
+        if error not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS
+            raise BrokerError("creating topic %s: error %d %s"
+                              % (name, error, message))
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.partitions(name)
+            if got is not None and len(got) == partitions and all(
+                    leader >= 0 for leader in got.values()):
+                return
+            if error == 36 and got is not None and len(got) != partitions:
+                raise BrokerError("topic %s exists with %d partitions, not %d"
+                                  % (name, len(got), partitions))
+            if time.monotonic() > deadline:
+                raise BrokerError("topic %s: partitions without leaders: %r"
+                                  % (name, got))
+            time.sleep(0.1)
+
+    def partitions(self, name):
+        """{partition: leader id} of a topic, None if it does not exist."""
+        _, _, topics = metadata(self.address, [name])
+        error, parts = topics.get(name, (3, {}))
+        if error == 3:  # UNKNOWN_TOPIC_OR_PARTITION
+            return None
+        return {p: leader for p, (_, leader) in parts.items()}
+
+    # -- diagnostics
+
+    def log_tail(self, lines=40):
+        out = []
+        for path in (self.stdout_log, self.server_log):
+            try:
+                with open(path, "rb") as f:
+                    text = f.read().decode("utf-8", "replace").splitlines()
+            except (OSError, TypeError):
+                continue
+            out.append("---- %s ----" % path)
+            out.extend(text[-lines:])
+        return "\n".join(out)
+
+
+# --------------------------------------------------------------------- CLI
+
+def parse_topics(text, default):
+    topics = {}
+    for item in filter(None, (t.strip() for t in (text or "").split(","))):
+        name, _, count = item.partition(":")
+        topics[name] = int(count) if count else default
+    return topics
+
+
+class _Quit(Exception):
+    pass
+
+
+def _quit(signum, frame):
+    raise _Quit(signum)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Runs a single-node KRaft Kafka broker for tests.")
+    parser.add_argument("--topics", default="",
+                        help="name[:partitions],... to create at start")
+    parser.add_argument("--partitions", type=int, default=1,
+                        help="num.partitions for topics without a count")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary directory (data and logs)")
+    parser.add_argument("--ignore-stdin", action="store_true",
+                        help="run until a signal even when stdin ends")
+    args = parser.parse_args(argv)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _quit)
+    broker = Broker(partitions_default=args.partitions,
+                    topics=parse_topics(args.topics, args.partitions),
+                    keep=args.keep or None)
+    busy = threading.Lock()     # held while a command runs
+    state = {"down": False, "died": False}
+
+    def watch():
+        """Ends the CLI when the broker dies without being asked to."""
+        while True:
+            time.sleep(0.5)
+            if not busy.acquire(blocking=False):
+                continue
+            try:
+                if not state["down"] and not broker.running():
+                    state["died"] = True
+                    log("broker died (exit status %s):\n%s"
+                        % (broker.proc.returncode, broker.log_tail()))
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+            finally:
+                busy.release()
+
+    try:
+        broker.start()
+        print("bootstrap.servers=%s" % broker.bootstrap, flush=True)
+        threading.Thread(target=watch, daemon=True).start()
+        if args.ignore_stdin:
+            while True:
+                signal.pause()
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "quit":
+                break
+            if not command:
+                continue
+            try:
+                with busy:
+                    if command == "restart":
+                        broker.restart()
+                    elif command == "stop":
+                        broker.stop()
+                    elif command == "kill":
+                        broker.kill()
+                    elif command == "start":
+                        broker.start()
+                    elif command == "pause":
+                        broker.pause()
+                    elif command == "resume":
+                        broker.resume()
+                    else:
+                        raise BrokerError("unknown command %r" % command)
+                    if command != "pause" and command != "resume":
+                        state["down"] = command in ("stop", "kill")
+                print("ok", flush=True)
+            except BrokerError as e:
+                print("error: %s" % str(e).splitlines()[0], flush=True)
+    except _Quit:
+        pass
+    except BrokerError as e:
+        log(str(e))
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        broker.destroy()
+    return 1 if state["died"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
