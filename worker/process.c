@@ -267,8 +267,21 @@ static int dlq_row(struct process *p, const struct process_msg *m,
         mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
         return -1;
     }
+    /* A deterministic id per consumed position: a batch re-read after a
+     * crash adds no second DLQ copy (the outbox skips a known id). */
+    {
+        char *id = arena_alloc(p->arena, IDS_UUID_LEN + 1);
+        char *source = arena_printf(p->arena, "%s:%d:%lld", m->topic,
+                                    (int)m->partition, (long long)m->offset);
+
+        if (id == NULL || source == NULL) {
+            mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+            return -1;
+        }
+        ids_event_id("DeadLetter", source, id);
+        row->event_id = id;
+    }
     row->stream = STORE_STREAM_DLQ;
-    row->event_id = NULL;
     row->key = m->key;
     row->key_len = m->key_len;
     row->headers = hb.buf;

@@ -100,7 +100,7 @@ enum store_stream {
 /* One message to publish, written in the batch's transaction. */
 struct store_outbox_row {
     enum store_stream stream;
-    const char *event_id; /* NULL for DLQ rows; unique otherwise */
+    const char *event_id; /* unique; DLQ rows: one per consumed offset */
     const void *key;      /* NULL = null key */
     size_t key_len;
     const void *headers; /* headers_pack() blob, may be NULL */

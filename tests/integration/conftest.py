@@ -1,5 +1,7 @@
 """Fixtures: real services per test module, removed even when tests fail."""
 
+import os
+import sys
 import uuid
 
 import pytest
@@ -44,9 +46,40 @@ def db(pg):
 
 @pytest.fixture
 def kafka():
-    cluster = harness.MockKafka(partitions=8)
-    yield cluster
-    cluster.destroy()
+    """A fresh Kafka per test: librdkafka's mock cluster, or with
+    MW_KAFKA_TIER=real a real single-node KRaft broker (tests/kafka)."""
+    if os.environ.get("MW_KAFKA_TIER") == "real":
+        cluster = RealKafka()
+    else:
+        cluster = harness.MockKafka(partitions=8)
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+class RealKafka:
+    """The real broker with the mock cluster's test interface."""
+
+    def __init__(self):
+        sys.path.insert(0, os.path.join(harness.SOURCE_DIR, "tests", "kafka"))
+        import broker
+        self.server = broker.Broker(partitions_default=8, topics={
+            harness.TOPIC_REQUESTS: 8, harness.TOPIC_EVENTS: 8,
+            harness.TOPIC_DLQ: 1})
+        try:
+            self.server.start()
+        except BaseException:
+            self.server.destroy()
+            raise
+        self.bootstrap = self.server.bootstrap
+
+    def command(self, text):
+        raise AssertionError("fault injection needs the mock cluster: %r"
+                             % text)
+
+    def destroy(self):
+        self.server.destroy()
 
 
 @pytest.fixture

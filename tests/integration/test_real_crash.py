@@ -1,0 +1,179 @@
+"""The crash test, on a real Apache Kafka broker: two replicas, 50,000
+requests (valid, invalid, duplicated, conflicting and a few undecodable),
+and a random replica SIGKILLed and restarted 20 times while they work.
+
+Afterwards every request id has exactly one outcome in PostgreSQL, no
+domain has two live customers, every outcome is on customer.events at
+least once with re-publications identical in event_id and bytes, the
+events of each key are in commit order, and the undecodable messages are
+in the DLQ exactly as consumed."""
+
+import collections
+import os
+import random
+import sys
+import time
+
+import pytest
+
+import harness
+from harness import TOPIC_DLQ, TOPIC_EVENTS, request
+
+sys.path.insert(0, os.path.join(harness.SOURCE_DIR, "tests", "kafka"))
+import broker as kafka_broker  # noqa: E402
+
+TOTAL = 50000
+KILLS = 20
+
+
+@pytest.fixture
+def real_kafka():
+    server = kafka_broker.Broker(partitions_default=8, topics={
+        harness.TOPIC_REQUESTS: 8, TOPIC_EVENTS: 8, TOPIC_DLQ: 1})
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+def build_requests(avro_codec):
+    """TOTAL messages: (key, value, kind, request datum or None)."""
+    rnd = random.Random(20261125)
+    valid = [request(msp_id="msp-%d" % (i % 40)) for i in range(40000)]
+    invalid = [request(msp_id="msp-%d" % (i % 40), licenses=0)
+               for i in range(5000)]
+    messages = [(r["msp_id"].encode(),
+                 avro_codec.encode("CustomerRequested", r), "valid", r)
+                for r in valid]
+    messages += [(r["msp_id"].encode(),
+                  avro_codec.encode("CustomerRequested", r), "invalid", r)
+                 for r in invalid]
+    for r in rnd.sample(valid, 3950):           # exact redeliveries
+        messages.append((r["msp_id"].encode(),
+                         avro_codec.encode("CustomerRequested", r),
+                         "duplicate", r))
+    for r in rnd.sample(invalid, 1000):         # same id, other content
+        changed = dict(r, company_name=r["company_name"] + " (changed)")
+        messages.append((r["msp_id"].encode(),
+                         avro_codec.encode("CustomerRequested", changed),
+                         "conflict", changed))
+    garbage = [(b"bad-%d" % i, b"\xc3\x01garbage-%d" % i, "garbage", None)
+               for i in range(50)]
+    messages += garbage
+    assert len(messages) == TOTAL
+    rnd.shuffle(messages)
+    # A conflict must come after the request it conflicts with.
+    first = {}
+    for i, (_, _, kind, r) in enumerate(messages):
+        if r is not None and kind != "conflict":
+            first.setdefault(r["request_id"], i)
+    for i, (_, _, kind, r) in enumerate(messages):
+        if kind == "conflict" and first[r["request_id"]] > i:
+            j = first[r["request_id"]]
+            messages[i], messages[j] = messages[j], messages[i]
+            first[r["request_id"]] = i
+    return messages, valid, invalid, garbage
+
+
+def test_two_replicas_killed_twenty_times_keep_every_guarantee(
+        real_kafka, avro_codec, tmp_path):
+    pg = harness.Postgres().start()
+    started = []
+    try:
+        messages, valid, invalid, garbage = build_requests(avro_codec)
+        env = {"MESH_WORKER_KAFKA_SESSION_TIMEOUT_MS": "6000",
+               "MESH_WORKER_KAFKA_HEARTBEAT_INTERVAL_MS": "1000"}
+
+        def spawn(i):
+            w = harness.Worker(real_kafka.bootstrap, pg.url, env=env,
+                               name="r%d-%d" % (i, len(started))).start()
+            started.append(w)
+            return w
+
+        replicas = [spawn(0), spawn(1)]
+        rnd = random.Random(7)
+        chunk = len(messages) // KILLS
+        t0 = time.monotonic()
+        for k in range(KILLS):
+            harness.produce_all(real_kafka.bootstrap, [
+                (key, value, [("traceparent", b"00-%032x-%016x-01" % (
+                    k + 1, k + 1))])
+                for key, value, _, _ in messages[k * chunk:(k + 1) * chunk]])
+            time.sleep(rnd.uniform(0.5, 2.5))
+            victim = rnd.randrange(2)
+            replicas[victim].kill()
+            replicas[victim] = spawn(victim)
+        harness.produce_all(real_kafka.bootstrap, [
+            (key, value, []) for key, value, _, _ in messages[KILLS * chunk:]])
+
+        distinct = {r["request_id"] for r in valid + invalid}
+        harness.wait_for(
+            lambda: pg.query("SELECT count(*) FROM requests")[0][0] ==
+            len(distinct) and pg.query(
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL")[0][0]
+            == 0, 600, "every request to have an outcome", interval=1)
+        elapsed = time.monotonic() - t0
+
+        # One outcome per request id, of the right kind.
+        created = pg.query("SELECT count(*) FROM requests WHERE outcome = "
+                           "'CREATED'")[0][0]
+        rejected = pg.query("SELECT count(*) FROM requests WHERE outcome = "
+                            "'REJECTED'")[0][0]
+        assert created == len(valid) == pg.query(
+            "SELECT count(*) FROM customers")[0][0]
+        assert rejected == len(invalid)
+        conflicts = pg.query("SELECT sum(conflicts) FROM requests")[0][0]
+        assert conflicts >= 1000
+        assert pg.query("SELECT count(*) FROM (SELECT domain FROM "
+                        "customer_domains WHERE released_at IS NULL GROUP BY "
+                        "domain HAVING count(*) > 1) d")[0][0] == 0
+
+        # Every committed event is on the topic, identical when repeated.
+        want = {str(r[0]): r[1] for r in pg.query(
+            "SELECT event_id, id FROM outbox WHERE stream = 0")}
+        events = harness.read_topic(
+            real_kafka.bootstrap, TOPIC_EVENTS,
+            lambda ms: len({m["headers"]["event_id"] for m in ms}) >=
+            len(want), timeout=300)
+        payloads = collections.defaultdict(set)
+        per_key = collections.defaultdict(list)
+        for m in events:
+            payloads[m["headers"]["event_id"].decode()].add(m["value"])
+            per_key[(m["partition"], m["key"])].append(
+                (m["offset"], m["headers"]["event_id"].decode()))
+        assert set(payloads) == set(want)
+        assert all(len(v) == 1 for v in payloads.values())
+        republished = len(events) - len(payloads)
+        # Per key, first publications follow the outbox (commit) order.
+        out_of_order = 0
+        for key, items in per_key.items():
+            order, seen = [], set()
+            for _, event_id in sorted(items):
+                if event_id not in seen:
+                    seen.add(event_id)
+                    order.append(want[event_id])
+            out_of_order += order != sorted(order)
+        assert out_of_order == 0
+
+        # Undecodable bytes are in the DLQ exactly as consumed.
+        dlq = harness.read_topic(real_kafka.bootstrap, TOPIC_DLQ,
+                                 lambda ms: len({m["value"] for m in ms}) >=
+                                 len(garbage), timeout=120)
+        expected = {value: key for key, value, _, _ in garbage}
+        assert {m["value"] for m in dlq} == set(expected)
+        for m in dlq:
+            assert m["key"] == expected[m["value"]]
+            assert m["headers"]["dlq.reason"] == b"unknown-schema"
+
+        print("\ncrash test: %d messages, %d kills, %.0f s: %d created, %d "
+              "rejected, %d conflicts, %d duplicates absorbed, %d events "
+              "(%d re-published), %d DLQ messages (%d distinct)" % (
+                  TOTAL, KILLS, elapsed, created, rejected, conflicts,
+                  3950, len(events), republished, len(dlq), len(garbage)))
+        for w in replicas:
+            assert w.stop() == 0
+    finally:
+        for w in started:
+            w.destroy()
+        pg.destroy()
