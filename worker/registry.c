@@ -235,8 +235,9 @@ static int exchange(struct registry *r, const char *url, const char *method,
  * Sends method path (with payload, a JSON text, for POST) to each URL in
  * turn, and again after a back-off while every URL failed on the network
  * or answered something retriable, attempts times in all.  Returns 0 with
- * the last *status and body (the caller judges non-2xx), or -1 with err
- * (retriable) when no URL answered.  Called with the lock held.
+ * the last *status and body, which the caller frees and judges (non-2xx),
+ * or -1 with err (retriable) and no body when no URL answered.  Called
+ * with the lock held.
  */
 static int request(struct registry *r, const char *method, const char *path,
                    const char *payload, int attempts, const char *action,
@@ -280,6 +281,9 @@ static int request(struct registry *r, const char *method, const char *path,
         }
     }
     curl_easy_setopt(r->curl, CURLOPT_ERRORBUFFER, NULL);
+    free(b->buf);
+    b->buf = NULL;
+    b->len = 0;
     err->retriable = true;
     return -1;
 }
