@@ -9,6 +9,8 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
+
 import harness
 from harness import TOPIC_DLQ, TOPIC_EVENTS, request
 
@@ -135,8 +137,9 @@ def test_database_outage_pauses_and_resumes_without_loss(
         pg.destroy()
 
 
-def test_sigterm_finishes_the_batch_commits_and_exits_zero(
-        db, kafka, workers, avro_codec):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_finishes_the_batch_commits_and_exits_zero(
+        db, kafka, workers, avro_codec, sig):
     reqs = [request() for _ in range(3000)]
     harness.produce_all(kafka.bootstrap, [
         (b"msp-%d" % (i % 8), avro_codec.encode("CustomerRequested", r), [])
@@ -145,7 +148,7 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(
     harness.wait_for(lambda: customers(db) > 200, 60,
                      "the worker to be busy")
     sent = time.monotonic()
-    w.proc.send_signal(signal.SIGTERM)
+    w.proc.send_signal(sig)
     assert w.proc.wait(timeout=30) == 0
     print("graceful shutdown took %.2f s" % (time.monotonic() - sent))
     w.log.close()
