@@ -72,6 +72,7 @@ void cli_usage(void)
            "  produce   publish requests read as JSON (for demos and "
            "operators)\n"
            "  tail      print customer.events (or the DLQ) as JSON lines\n"
+           "  dlq       list or replay the dead-letter topic\n"
            "  customers show ID|DOMAIN  print a customer's state and "
            "timers as JSON\n"
            "\n"

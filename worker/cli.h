@@ -17,6 +17,7 @@ int cli_migrate(int argc, char **argv);
 int cli_produce(int argc, char **argv);
 int cli_tail(int argc, char **argv);
 int cli_customers(int argc, char **argv);
+int cli_dlq(int argc, char **argv);
 
 /* Prints the top-level help to stdout. */
 void cli_usage(void);

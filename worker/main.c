@@ -28,6 +28,8 @@ int main(int argc, char **argv)
         return cli_produce(argc - 1, argv + 1);
     if (strcmp(cmd, "tail") == 0)
         return cli_tail(argc - 1, argv + 1);
+    if (strcmp(cmd, "dlq") == 0)
+        return cli_dlq(argc - 1, argv + 1);
     if (strcmp(cmd, "customers") == 0)
         return cli_customers(argc - 1, argv + 1);
     fprintf(stderr, "mesh-worker: unknown command \"%s\"\n", cmd);

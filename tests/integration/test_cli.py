@@ -138,3 +138,37 @@ def test_run_on_embedded_defaults_provisions_the_examples():
             capture_output=True,
             user="postgres" if os.geteuid() == 0 else None)
         shutil.rmtree(data, ignore_errors=True)
+
+
+def test_dlq_replay_sends_messages_back_and_a_valid_one_is_provisioned(
+        db, kafka, workers, avro_codec):
+    r = harness.request()
+    dlq_headers = lambda reason: [  # noqa: E731
+        ("x-custom", b"kept"), ("dlq.reason", reason),
+        ("dlq.original.topic", b"customer.requests"),
+        ("dlq.original.partition", b"0"), ("dlq.original.offset", b"7")]
+    harness.produce_all(kafka.bootstrap, [
+        (b"msp-1", avro_codec.encode("CustomerRequested", r),
+         dlq_headers(b"unknown-schema")),
+        (b"junk", b"junk bytes", dlq_headers(b"bad-magic"))],
+        topic=harness.TOPIC_DLQ)
+    env = {"MESH_WORKER_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap}
+    listed = run(["dlq", "list"], env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.splitlines()) == 2
+    dry = run(["dlq", "replay", "--dry-run"], env=env)
+    assert dry.returncode == 0 and len(dry.stdout.splitlines()) == 2
+    workers(kafka.bootstrap, db.url)
+    replayed = run(["dlq", "replay", "--reason", "unknown-schema"], env=env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert len(replayed.stdout.splitlines()) == 1
+    events = harness.read_topic(kafka.bootstrap, harness.TOPIC_EVENTS,
+                                lambda ms: len(ms) >= 1)
+    name, datum = avro_codec.decode(events[0]["value"])
+    assert (name, datum["request_id"]) == ("CustomerCreated", r["request_id"])
+    requests = harness.read_topic(kafka.bootstrap, harness.TOPIC_REQUESTS,
+                                  lambda ms: len(ms) >= 1)
+    h = requests[0]["headers"]
+    assert h["x-custom"] == b"kept"
+    assert h["dlq.replayed.from"] == b"customer.requests.dlq:0:0"
+    assert "dlq.reason" not in h

@@ -1,0 +1,271 @@
+/*
+ * `mesh-worker dlq list|replay`: the operator's view of the dead-letter
+ * topic.  list prints it as JSON lines (as `tail --dlq`); replay sends
+ * messages back to the topic they came from, with their key, bytes and
+ * original headers (the dlq.* ones dropped, dlq.replayed.from added), so
+ * that a fixed worker or registry can take them again.  Replay keeps no
+ * state: --from-offset resumes a partial replay.
+ */
+#include "cli.h"
+
+#include "config.h"
+#include "kafka.h"
+#include "log.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(void)
+{
+    printf("Usage: mesh-worker dlq list [tail options]\n"
+           "       mesh-worker dlq replay [--reason REASON] [--from-offset N] "
+           "[--max N]\n"
+           "                              [--dry-run] [--bootstrap "
+           "HOST:PORT]\n\n"
+           "list prints MESH_WORKER_TOPIC_DLQ as JSON lines (see \"mesh-worker "
+           "tail --help\").\n"
+           "replay reads the dead-letter topic from the beginning (or from "
+           "offset N of\nevery partition) to its end and produces each "
+           "message (only those whose\ndlq.reason is REASON, when given) "
+           "back to its dlq.original.topic with its\nkey, bytes and original "
+           "headers, dropping the dlq.* headers and adding\n"
+           "dlq.replayed.from. A message that still does not decode comes "
+           "back to the\ndead-letter topic; a valid request is provisioned "
+           "once however often it is\nreplayed. --dry-run only prints what "
+           "would be replayed.\n\nExit status: 0 done, 1 Kafka failed, 2 bad "
+           "usage.\n");
+}
+
+/* Copies the non-dlq.* headers and notes where the message came from. */
+static rd_kafka_headers_t *replay_headers(const rd_kafka_message_t *m,
+                                          const char *from)
+{
+    rd_kafka_headers_t *in, *out = rd_kafka_headers_new(8);
+    const char *name;
+    const void *value;
+    size_t len;
+
+    if (rd_kafka_message_headers(m, &in) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (size_t i = 0;
+             rd_kafka_header_get_all(in, i, &name, &value, &len) == 0; i++) {
+            if (strncmp(name, "dlq.", 4) != 0)
+                rd_kafka_header_add(out, name, -1, value,
+                                    value ? (ssize_t)len : 0);
+        }
+    }
+    rd_kafka_header_add(out, "dlq.replayed.from", -1, from, -1);
+    return out;
+}
+
+static int replay(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"bootstrap", required_argument, NULL, 'b'},
+        {"reason", required_argument, NULL, 'r'},
+        {"from-offset", required_argument, NULL, 'o'},
+        {"max", required_argument, NULL, 'n'},
+        {"dry-run", no_argument, NULL, 'd'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    struct mw_config cfg;
+    struct mw_error err;
+    const char *bootstrap = NULL, *reason = NULL;
+    long long from = RD_KAFKA_OFFSET_BEGINNING;
+    long max = -1, replayed = 0;
+    int dry_run = 0, opt, rc = CLI_EXIT_OK, eof = 0;
+    rd_kafka_conf_t *cconf = NULL, *pconf = NULL;
+    rd_kafka_t *consumer = NULL, *producer = NULL;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    const rd_kafka_metadata_t *md = NULL;
+    char errstr[512];
+
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "b:r:o:n:dh", options, NULL)) !=
+           -1) {
+        switch (opt) {
+        case 'b':
+            bootstrap = optarg;
+            break;
+        case 'r':
+            reason = optarg;
+            break;
+        case 'o':
+            from = strtoll(optarg, NULL, 10);
+            break;
+        case 'n':
+            max = strtol(optarg, NULL, 10);
+            break;
+        case 'd':
+            dry_run = 1;
+            break;
+        case 'h':
+            usage();
+            return CLI_EXIT_OK;
+        default:
+            return CLI_EXIT_USAGE;
+        }
+    }
+    mw_error_clear(&err);
+    if (config_load(&cfg, &err) < 0) {
+        mw_error_print(&err, "mesh-worker: configuration error");
+        return CLI_EXIT_USAGE;
+    }
+    log_set_level(cfg.log_level);
+    if (bootstrap == NULL)
+        bootstrap = cfg.kafka_bootstrap_servers;
+    if (bootstrap == NULL) {
+        fprintf(stderr, "mesh-worker: error: MESH_WORKER_KAFKA_BOOTSTRAP_"
+                        "SERVERS is not set\nhint: Use the address "
+                        "\"mesh-worker run\" printed, or --bootstrap.\n");
+        config_free(&cfg);
+        return CLI_EXIT_USAGE;
+    }
+    cconf = kafka_conf_new(&cfg, bootstrap, &err);
+    pconf = kafka_conf_new(&cfg, bootstrap, &err);
+    if (cconf == NULL || pconf == NULL ||
+        kafka_conf_set(cconf, "group.id", "mesh-worker-dlq-replay", &err) ||
+        kafka_conf_set(cconf, "enable.partition.eof", "true", &err) ||
+        kafka_conf_set(cconf, "enable.auto.commit", "false", &err) ||
+        kafka_conf_set(pconf, "enable.idempotence", "true", &err) ||
+        kafka_conf_set(pconf, "partitioner", "murmur2_random", &err)) {
+        mw_error_print(&err, "mesh-worker: error");
+        rc = CLI_EXIT_USAGE;
+        goto done;
+    }
+    consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cconf, errstr, sizeof(errstr));
+    if (consumer == NULL)
+        goto kafka_failed;
+    cconf = NULL;
+    producer = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, errstr, sizeof(errstr));
+    if (producer == NULL)
+        goto kafka_failed;
+    pconf = NULL;
+    {
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(consumer, cfg.topic_dlq,
+                                                   NULL);
+        rd_kafka_resp_err_t kerr = rd_kafka_metadata(consumer, 0, rkt, &md,
+                                                     10000);
+
+        rd_kafka_topic_destroy(rkt);
+        if (kerr || md->topics[0].err) {
+            snprintf(errstr, sizeof(errstr), "%s",
+                     rd_kafka_err2str(kerr ? kerr : md->topics[0].err));
+            goto kafka_failed;
+        }
+    }
+    parts = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+    for (int i = 0; i < md->topics[0].partition_cnt; i++)
+        rd_kafka_topic_partition_list_add(parts, cfg.topic_dlq,
+                                          md->topics[0].partitions[i].id)
+            ->offset = from;
+    rd_kafka_assign(consumer, parts);
+    while (eof < parts->cnt && (max < 0 || replayed < max)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(consumer, 1000);
+        const void *value;
+        size_t len;
+        char from_text[300], target[256];
+
+        if (m == NULL)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            eof++;
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (m->err) {
+            fprintf(stderr, "mesh-worker: %s\n", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (reason != NULL &&
+            (kafka_header_get(m, "dlq.reason", &value, &len) < 0 ||
+             len != strlen(reason) || memcmp(value, reason, len) != 0)) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        snprintf(target, sizeof(target), "%s", cfg.topic_requests);
+        if (kafka_header_get(m, "dlq.original.topic", &value, &len) == 0 &&
+            value && len > 0 && len < sizeof(target))
+            snprintf(target, sizeof(target), "%.*s", (int)len,
+                     (const char *)value);
+        snprintf(from_text, sizeof(from_text), "%s:%d:%lld", cfg.topic_dlq,
+                 (int)m->partition, (long long)m->offset);
+        if (!dry_run) {
+            rd_kafka_resp_err_t kerr = rd_kafka_producev(
+                producer, RD_KAFKA_V_TOPIC(target),
+                RD_KAFKA_V_KEY(m->key, m->key_len),
+                RD_KAFKA_V_VALUE(m->payload, m->len),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_HEADERS(replay_headers(m, from_text)),
+                RD_KAFKA_V_END);
+
+            if (kerr) {
+                fprintf(stderr, "mesh-worker: could not replay %s: %s\n",
+                        from_text, rd_kafka_err2str(kerr));
+                rc = CLI_EXIT_FAILURE;
+            }
+        }
+        printf("{\"replayed_from\":\"%s\",\"to\":\"%s\",\"dry_run\":%s}\n",
+               from_text, target, dry_run ? "true" : "false");
+        replayed++;
+        rd_kafka_message_destroy(m);
+    }
+    if (rd_kafka_flush(producer, 30000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        fprintf(stderr, "mesh-worker: could not deliver every replayed "
+                        "message within 30 s\n");
+        rc = CLI_EXIT_FAILURE;
+    }
+    fprintf(stderr, "mesh-worker: %ld message(s) %s\n", replayed,
+            dry_run ? "would be replayed" : "replayed");
+    goto done;
+kafka_failed:
+    fprintf(stderr, "mesh-worker: error: %s\n", errstr);
+    rc = CLI_EXIT_FAILURE;
+done:
+    if (parts != NULL)
+        rd_kafka_topic_partition_list_destroy(parts);
+    if (md != NULL)
+        rd_kafka_metadata_destroy(md);
+    if (consumer != NULL) {
+        rd_kafka_consumer_close(consumer);
+        rd_kafka_destroy(consumer);
+    }
+    if (producer != NULL)
+        rd_kafka_destroy(producer);
+    if (cconf != NULL)
+        rd_kafka_conf_destroy(cconf);
+    if (pconf != NULL)
+        rd_kafka_conf_destroy(pconf);
+    config_free(&cfg);
+    return rc;
+}
+
+int cli_dlq(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "-h") == 0) {
+        usage();
+        return argc < 2 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
+    }
+    if (strcmp(argv[1], "list") == 0) {
+        /* tail --dlq with the caller's options */
+        char **args = calloc((size_t)argc + 2, sizeof(*args));
+        int rc;
+
+        if (args == NULL)
+            return CLI_EXIT_FAILURE;
+        args[0] = "tail";
+        args[1] = "--dlq";
+        for (int i = 2; i < argc; i++)
+            args[i] = argv[i];
+        rc = cli_tail(argc, args);
+        free(args);
+        return rc;
+    }
+    if (strcmp(argv[1], "replay") == 0)
+        return replay(argc - 1, argv + 1);
+    fprintf(stderr, "mesh-worker: unknown dlq command \"%s\"\n", argv[1]);
+    return CLI_EXIT_USAGE;
+}
