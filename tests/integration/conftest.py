@@ -58,6 +58,16 @@ def kafka():
         cluster.destroy()
 
 
+@pytest.fixture
+def real_kafka():
+    """A fresh real single-node KRaft broker, whatever MW_KAFKA_TIER says."""
+    cluster = RealKafka()
+    try:
+        yield cluster.server
+    finally:
+        cluster.destroy()
+
+
 class RealKafka:
     """The real broker with the mock cluster's test interface."""
 

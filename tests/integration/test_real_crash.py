@@ -9,32 +9,16 @@ events of each key are in commit order, and the undecodable messages are
 in the DLQ exactly as consumed."""
 
 import collections
-import os
 import random
-import sys
 import time
 
-import pytest
 
 import harness
 from harness import TOPIC_DLQ, TOPIC_EVENTS, request
 
-sys.path.insert(0, os.path.join(harness.SOURCE_DIR, "tests", "kafka"))
-import broker as kafka_broker  # noqa: E402
 
 TOTAL = 50000
 KILLS = 20
-
-
-@pytest.fixture
-def real_kafka():
-    server = kafka_broker.Broker(partitions_default=8, topics={
-        harness.TOPIC_REQUESTS: 8, TOPIC_EVENTS: 8, TOPIC_DLQ: 1})
-    try:
-        server.start()
-        yield server
-    finally:
-        server.destroy()
 
 
 def build_requests(avro_codec):

@@ -2,28 +2,12 @@
 killed and started again, while the worker streams.  The worker recovers
 without a restart; every request gets exactly one outcome."""
 
-import os
-import sys
 import time
 
 import pytest
 
 import harness
-from harness import TOPIC_DLQ, TOPIC_EVENTS, request
-
-sys.path.insert(0, os.path.join(harness.SOURCE_DIR, "tests", "kafka"))
-import broker as kafka_broker  # noqa: E402
-
-
-@pytest.fixture
-def real_kafka():
-    server = kafka_broker.Broker(partitions_default=8, topics={
-        harness.TOPIC_REQUESTS: 8, TOPIC_EVENTS: 8, TOPIC_DLQ: 1})
-    try:
-        server.start()
-        yield server
-    finally:
-        server.destroy()
+from harness import TOPIC_EVENTS, request
 
 
 @pytest.mark.parametrize("how", ["restart", "kill"])
