@@ -93,6 +93,7 @@ static int load_config(struct mw_config *cfg)
     mw_error_clear(&err);
     if (config_load(cfg, &err) < 0) {
         mw_error_print(&err, "mesh-worker: configuration error");
+        config_free(cfg);
         return CLI_EXIT_USAGE;
     }
     log_set_level(cfg->log_level);

@@ -110,6 +110,7 @@ static int replay(int argc, char **argv)
     mw_error_clear(&err);
     if (config_load(&cfg, &err) < 0) {
         mw_error_print(&err, "mesh-worker: configuration error");
+        config_free(&cfg);
         return CLI_EXIT_USAGE;
     }
     log_set_level(cfg.log_level);
