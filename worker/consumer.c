@@ -181,7 +181,14 @@ struct consumer *consumer_new(const struct mw_config *cfg,
         kafka_conf_set(conf, "auto.offset.reset", "earliest", err) < 0 ||
         kafka_conf_set(conf, "reconnect.backoff.max.ms", "1000", err) < 0 ||
         kafka_conf_set(conf, "client.id", "mesh-worker", err) < 0 ||
-        kafka_conf_set(conf, "statistics.interval.ms", "2000", err) < 0)
+        kafka_conf_set(conf, "statistics.interval.ms", "2000", err) < 0 ||
+        /* A request waits at most this long for its fetch; the mock
+         * cluster answers an empty fetch only after the whole wait. */
+        kafka_conf_set(conf, "fetch.wait.max.ms", "10", err) < 0 ||
+        /* Prefetch a few batches, not librdkafka's 64 MB: a backlog
+         * would otherwise sit in our memory. */
+        kafka_conf_set(conf, "queued.max.messages.kbytes", "4096", err) < 0 ||
+        kafka_conf_set(conf, "fetch.max.bytes", "2097152", err) < 0)
         goto fail;
     for (size_t i = 0; i < cfg->kafka_props_count; i++) {
         if (kafka_conf_set(conf, cfg->kafka_props[i].name,
