@@ -173,17 +173,43 @@ static struct store *connect_store(const char *conninfo, int64_t limit_ms,
     }
 }
 
+/*
+ * Connects and applies the migrations, trying again while the failure is
+ * retriable (the server restarting, a connection cut mid-migration) and
+ * wait_ms has not passed.  Returns the connection, or NULL with err.
+ */
+static struct store *connect_migrated(const char *conninfo, int64_t wait_ms,
+                                      struct mw_error *err)
+{
+    int64_t deadline = mono_ms() + wait_ms;
+
+    for (;;) {
+        struct store *store =
+            connect_store(conninfo, deadline - mono_ms(), err);
+
+        if (store == NULL)
+            return NULL;
+        if (store_migrate(store, err) == 0)
+            return store;
+        store_destroy(store);
+        if (!err->retriable || stop_requested || mono_ms() + 500 > deadline)
+            return NULL;
+        log_warn("cli", "could not apply migrations; retrying",
+                 LF_STR("error", err->msg));
+        struct timespec ts = {0, 500 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static int migrate_with(const char *conninfo, int64_t wait_ms,
                         struct mw_error *err)
 {
-    struct store *store = connect_store(conninfo, wait_ms, err);
-    int rc;
+    struct store *store = connect_migrated(conninfo, wait_ms, err);
 
     if (store == NULL)
         return -1;
-    rc = store_migrate(store, err);
     store_destroy(store);
-    return rc;
+    return 0;
 }
 
 int cli_migrate(int argc, char **argv)
@@ -302,8 +328,8 @@ int cli_run(int argc, char **argv)
             goto fail;
         conninfo = embedded_pg_conninfo(pg);
     }
-    store = connect_store(conninfo, cfg.database_wait_ms, &err);
-    if (store == NULL || store_migrate(store, &err) < 0)
+    store = connect_migrated(conninfo, cfg.database_wait_ms, &err);
+    if (store == NULL)
         goto fail;
     codec = codec_new(&err);
     if (codec == NULL)
