@@ -233,11 +233,44 @@ fail:
     return NULL;
 }
 
+/*
+ * Leaves the group before closing.  librdkafka 2.0 can hang in close when
+ * a cooperative assignment arrives while it closes (librdkafka issue
+ * 4527, fixed in 2.4); unsubscribing and serving the rebalance callbacks
+ * until nothing is assigned avoids it.  Messages polled meanwhile are
+ * dropped uncommitted: the next owner of their partition reads them.
+ */
+static void leave_group(struct consumer *c)
+{
+    int64_t deadline = mono_ms() + 10000;
+
+    if (rd_kafka_unsubscribe(c->rk) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    while (mono_ms() < deadline) {
+        rd_kafka_topic_partition_list_t *assigned = NULL;
+        rd_kafka_message_t *m;
+        int count = 0;
+
+        if (rd_kafka_assignment(c->rk, &assigned) == 0) {
+            count = assigned->cnt;
+            rd_kafka_topic_partition_list_destroy(assigned);
+        }
+        if (count == 0 && c->joined)
+            return;
+        m = rd_kafka_consumer_poll(c->rk, 100);
+        if (m != NULL)
+            rd_kafka_message_destroy(m);
+        if (count == 0 && !c->joined && mono_ms() + 9000 > deadline)
+            return; /* never joined: nothing to wait for */
+    }
+}
+
 void consumer_destroy(struct consumer *c)
 {
     if (c == NULL)
         return;
     if (c->rk != NULL) {
+        leave_group(c);
         rd_kafka_consumer_close(c->rk);
         rd_kafka_destroy(c->rk);
     }
