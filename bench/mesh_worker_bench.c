@@ -278,23 +278,42 @@ struct env {
     size_t n;
 };
 
+/*
+ * Every string and array of an environment comes from env_arena, freed
+ * once at exit: phases build several environments and replace entries.
+ */
+static struct mw_arena *env_arena;
+
+static void *env_alloc(size_t len)
+{
+    void *p;
+
+    if (env_arena == NULL)
+        env_arena = arena_new();
+    p = env_arena ? arena_alloc(env_arena, len) : NULL;
+    if (p == NULL) {
+        say("out of memory");
+        exit(1);
+    }
+    return p;
+}
+
 static void env_set(struct env *e, const char *name, const char *value)
 {
     size_t nlen = strlen(name);
-    char *entry = xcalloc(nlen + strlen(value) + 2, 1);
+    char *entry = env_alloc(nlen + strlen(value) + 2);
+    char **bigger;
 
     sprintf(entry, "%s=%s", name, value);
     for (size_t i = 0; i < e->n; i++) {
         if (strncmp(e->v[i], name, nlen) == 0 && e->v[i][nlen] == '=') {
-            e->v[i] = entry; /* the old one may be environ's: leak it */
+            e->v[i] = entry;
             return;
         }
     }
-    e->v = realloc(e->v, (e->n + 2) * sizeof(*e->v));
-    if (e->v == NULL) {
-        say("out of memory");
-        exit(1);
-    }
+    bigger = env_alloc((e->n + 2) * sizeof(*e->v));
+    memcpy(bigger, e->v, e->n * sizeof(*e->v));
+    e->v = bigger;
     e->v[e->n++] = entry;
     e->v[e->n] = NULL;
 }
@@ -305,9 +324,10 @@ static void env_init(struct env *e)
 
     while (environ[count])
         count++;
-    e->v = xcalloc(count + 1, sizeof(*e->v));
+    e->v = env_alloc((count + 1) * sizeof(*e->v));
     for (size_t i = 0; i < count; i++)
         e->v[i] = environ[i];
+    e->v[count] = NULL;
     e->n = count;
 }
 
@@ -2285,6 +2305,9 @@ int main(int argc, char **argv)
     arena_destroy(b->arena);
     pg_stop(b);
     kafka_stop(b);
+    free(b->base_conninfo);
+    free(b->bootstrap);
+    arena_destroy(env_arena);
     if (status == 0) {
         char *const argv_rm[] = {"/bin/rm", "-rf", b->tmpdir, NULL};
 
