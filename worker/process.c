@@ -117,20 +117,20 @@ static void hex(const unsigned char *in, size_t len, char *out)
     out[2 * len] = '\0';
 }
 
-/* Encodes rec and fills an outbox row for customer.events. */
-static int event_row(struct process *p, const struct mw_record *rec,
-                     const char *event_id, const char *key,
-                     const char *request_id, const char *traceparent,
-                     struct store_outbox_row *row, struct mw_error *err)
+int process_event_row(struct codec *codec, struct mw_arena *arena,
+                      const struct mw_record *rec, const char *event_id,
+                      const char *key, const char *request_id,
+                      const char *traceparent, struct store_outbox_row *row,
+                      struct mw_error *err)
 {
     struct kafka_headers_buf hb;
     const char *type = mw_record_names[rec->type];
     const void *payload;
     size_t payload_len;
 
-    if (codec_encode(p->codec, rec, p->arena, &payload, &payload_len, err) < 0)
+    if (codec_encode(codec, rec, arena, &payload, &payload_len, err) < 0)
         return -1;
-    kafka_headers_init(&hb, p->arena);
+    kafka_headers_init(&hb, arena);
     if (kafka_headers_add(&hb, "event_type", type, (ssize_t)strlen(type)) ||
         kafka_headers_add(&hb, "event_id", event_id,
                           (ssize_t)strlen(event_id)) ||
@@ -138,7 +138,7 @@ static int event_row(struct process *p, const struct mw_record *rec,
                                          (ssize_t)strlen(request_id))) ||
         (traceparent && kafka_headers_add(&hb, "traceparent", traceparent,
                                           (ssize_t)strlen(traceparent)))) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_set(err, MW_ERR_SYSTEM, true, "out of memory");
         return -1;
     }
     row->stream = STORE_STREAM_EVENTS;
@@ -150,6 +150,16 @@ static int event_row(struct process *p, const struct mw_record *rec,
     row->payload = payload;
     row->payload_len = payload_len;
     return 0;
+}
+
+/* Encodes rec and fills an outbox row for customer.events. */
+static int event_row(struct process *p, const struct mw_record *rec,
+                     const char *event_id, const char *key,
+                     const char *request_id, const char *traceparent,
+                     struct store_outbox_row *row, struct mw_error *err)
+{
+    return process_event_row(p->codec, p->arena, rec, event_id, key,
+                             request_id, traceparent, row, err);
 }
 
 static int rejected_row(struct process *p, const char *request_id,

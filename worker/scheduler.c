@@ -28,6 +28,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "process.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -140,11 +141,7 @@ static int timer_row(struct codec *codec, struct mw_arena *arena,
     const char *request_id = t->kind == STORE_TIMER_TERMINATION
                                  ? t->request_id
                                  : t->customer_request_id;
-    struct kafka_headers_buf hb;
     struct mw_record rec;
-    const char *type;
-    const void *payload;
-    size_t payload_len;
 
     if (event_id == NULL)
         goto oom;
@@ -155,27 +152,8 @@ static int timer_row(struct codec *codec, struct mw_arena *arena,
         return -1;
     }
     timer_record(t, now_ms, event_id, &rec);
-    type = mw_record_names[rec.type];
-    if (codec_encode(codec, &rec, arena, &payload, &payload_len, err) < 0)
-        return -1;
-    kafka_headers_init(&hb, arena);
-    if (kafka_headers_add(&hb, "event_type", type, (ssize_t)strlen(type)) ||
-        kafka_headers_add(&hb, "event_id", event_id,
-                          (ssize_t)strlen(event_id)) ||
-        (request_id && kafka_headers_add(&hb, "request_id", request_id,
-                                         (ssize_t)strlen(request_id))) ||
-        (t->traceparent && kafka_headers_add(&hb, "traceparent", t->traceparent,
-                                             (ssize_t)strlen(t->traceparent))))
-        goto oom;
-    row->stream = STORE_STREAM_EVENTS;
-    row->event_id = event_id;
-    row->key = t->customer_id;
-    row->key_len = strlen(t->customer_id);
-    row->headers = hb.buf;
-    row->headers_len = hb.len;
-    row->payload = payload;
-    row->payload_len = payload_len;
-    return 0;
+    return process_event_row(codec, arena, &rec, event_id, t->customer_id,
+                             request_id, t->traceparent, row, err);
 oom:
     mw_error_set(err, MW_ERR_SYSTEM, true, "out of memory");
     return -1;
