@@ -47,6 +47,24 @@
  */
 #define MAX_KEY_BYTES (4 * MW_MAX_ID)
 
+/*
+ * Parameters of mw_claim_requests: one array per request column, then the
+ * domains wanted (request, domain) and the requests sharing one.
+ */
+#define REQUEST_COLUMNS 25
+#define CLAIM_REQUESTS_PARAMS (REQUEST_COLUMNS + 3)
+
+/*
+ * A text[] parameter in PostgreSQL's text format, built element by
+ * element.  A store keeps its buffers from batch to batch.
+ */
+struct text_array {
+    char *buf;
+    size_t len, cap;
+    size_t count;
+    bool is_oom;
+};
+
 struct store {
     PGconn *conn; /* NULL after a drop: reconnect on the next call */
     char *conninfo;
@@ -56,6 +74,7 @@ struct store {
     bool is_leader;    /* the relay lock is held by conn */
     bool in_batch;     /* a batch transaction is open on conn */
     unsigned int seed; /* retry jitter */
+    struct text_array columns[CLAIM_REQUESTS_PARAMS]; /* claim parameters */
 };
 
 /* Server notices (CREATE ... IF NOT EXISTS, migrations) are not errors. */
@@ -200,6 +219,8 @@ void store_destroy(struct store *store)
     if (store == NULL)
         return;
     PQfinish(store->conn);
+    for (int i = 0; i < CLAIM_REQUESTS_PARAMS; i++)
+        free(store->columns[i].buf);
     free(store->conninfo);
     free(store);
 }
@@ -381,12 +402,16 @@ done:
 
 /* ---- the batch transaction ---- */
 
-static const char stmt_claim_request[] = "mw_claim_request";
-static const char sql_claim_request[] =
-    "SELECT outcome, taken FROM mw_claim_request("
+/*
+ * A run of consecutive requests of a batch in one statement: the claim is
+ * set-based (migrations/0004_batch_claim.sql), so its cost hardly grows
+ * with the number of requests.
+ */
+static const char stmt_claim_requests[] = "mw_claim_requests";
+static const char sql_claim_requests[] =
+    "SELECT item_no, item_outcome, item_taken FROM mw_claim_requests("
     "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
-    "$16, $17, $18, $19, $20, $21, $22, $23, $24, $25)";
-#define CLAIM_REQUEST_PARAMS 25
+    "$16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)";
 
 static const char stmt_claim_termination[] = "mw_claim_termination";
 static const char sql_claim_termination[] =
@@ -416,7 +441,7 @@ static int prepare_statements(struct store *store, struct mw_error *err)
         const char *name, *sql;
         int nparams;
     } statements[] = {
-        {stmt_claim_request, sql_claim_request, CLAIM_REQUEST_PARAMS},
+        {stmt_claim_requests, sql_claim_requests, CLAIM_REQUESTS_PARAMS},
         {stmt_claim_termination, sql_claim_termination,
          CLAIM_TERMINATION_PARAMS},
         {stmt_outbox_insert, sql_outbox_insert, OUTBOX_INSERT_PARAMS},
@@ -628,64 +653,262 @@ static const char *item_request_id(const struct store_item *item)
     return NULL;
 }
 
-/* Returns 0 when sent, 1 when out of memory, -1 when libpq failed. */
-static int send_claim_request(struct store *store, struct store_item *item,
-                              struct mw_arena *arena)
+/* Empties a; the next element is the first of a new array. */
+static void text_array_reset(struct text_array *a)
 {
-    const struct mw_request *r = item->request;
-    const char *values[CLAIM_REQUEST_PARAMS] = {NULL};
-    int lengths[CLAIM_REQUEST_PARAMS] = {0};
-    int formats[CLAIM_REQUEST_PARAMS] = {0};
-    char licenses[16], occurred[24], trial_ends[24], reminder[24];
+    a->len = 0;
+    a->count = 0;
+    a->is_oom = false;
+}
 
-    snprintf(occurred, sizeof(occurred), "%lld", (long long)item->occurred_at);
+static bool text_array_reserve(struct text_array *a, size_t more)
+{
+    size_t cap = a->cap > 0 ? a->cap : 4096;
+    char *buf;
+
+    if (a->is_oom)
+        return false;
+    if (a->len + more <= a->cap)
+        return true;
+    while (cap < a->len + more)
+        cap *= 2;
+    buf = realloc(a->buf, cap);
+    if (buf == NULL) {
+        a->is_oom = true;
+        return false;
+    }
+    a->buf = buf;
+    a->cap = cap;
+    return true;
+}
+
+/* Appends one element: NULL is SQL null, anything else is quoted. */
+static void text_array_put(struct text_array *a, const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+
+    if (!text_array_reserve(a, 2 * n + 8))
+        return;
+    a->buf[a->len++] = a->count++ == 0 ? '{' : ',';
+    if (s == NULL) {
+        memcpy(a->buf + a->len, "NULL", 4);
+        a->len += 4;
+        return;
+    }
+    a->buf[a->len++] = '"';
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            a->buf[a->len++] = '\\';
+        a->buf[a->len++] = *s;
+    }
+    a->buf[a->len++] = '"';
+}
+
+/* Closes a and returns its text, or NULL when out of memory. */
+static const char *text_array_end(struct text_array *a)
+{
+    if (!text_array_reserve(a, 3))
+        return NULL;
+    if (a->count == 0)
+        a->buf[a->len++] = '{';
+    a->buf[a->len++] = '}';
+    a->buf[a->len] = '\0';
+    return a->buf;
+}
+
+/* Text of the numbers and the hash of one request's parameters. */
+struct request_scratch {
+    char hash[2 + 64 + 1];
+    char licenses[16], occurred[24], trial_ends[24], reminder[24];
+};
+
+/*
+ * The parameters of one request, in the order of mw_claim_requests.
+ * Returns 0, or -1 when out of memory.
+ */
+static int claim_request_values(const struct store_item *item,
+                                struct mw_arena *arena,
+                                const char *values[REQUEST_COLUMNS],
+                                struct request_scratch *scratch)
+{
+    static const char hex[] = "0123456789abcdef";
+    const struct mw_request *r = item->request;
+
+    for (int i = 0; i < REQUEST_COLUMNS; i++)
+        values[i] = NULL;
+    scratch->hash[0] = '\\';
+    scratch->hash[1] = 'x';
+    for (size_t i = 0; i < sizeof(item->payload_hash); i++) {
+        scratch->hash[2 + 2 * i] = hex[item->payload_hash[i] >> 4];
+        scratch->hash[3 + 2 * i] = hex[item->payload_hash[i] & 15];
+    }
+    scratch->hash[sizeof(scratch->hash) - 1] = '\0';
+    snprintf(scratch->occurred, sizeof(scratch->occurred), "%lld",
+             (long long)item->occurred_at);
     values[0] = r->request_id;
-    values[1] = (const char *)item->payload_hash;
-    lengths[1] = (int)sizeof(item->payload_hash);
-    formats[1] = 1;
+    values[1] = scratch->hash;
     values[2] = item->is_valid ? "t" : "f";
     /* An invalid request may carry anything: keep what cannot fail. */
     values[4] = safe_text(r->msp_id, 4 * MW_MAX_ID);
-    values[21] = occurred;
-    if (item->is_valid) {
-        values[3] = item->customer_id;
-        values[5] = r->msp_domain;
-        values[6] = r->requested_by;
-        values[7] = r->company_name;
-        values[8] = r->primary_domain;
-        values[9] = array_literal(arena, r->additional_domains,
-                                  r->additional_domains_count);
-        if (values[9] == NULL)
-            return 1;
-        values[10] = enum_name(mw_mail_platform_names, MW_PLATFORM_COUNT,
-                               r->mail_platform);
-        values[11] = enum_name(mw_service_names, MW_SERVICE_COUNT, r->service);
-        values[12] =
-            enum_name(mw_account_type_names, MW_ACCOUNT_COUNT, r->account_type);
-        snprintf(licenses, sizeof(licenses), "%ld", (long)r->licenses);
-        values[13] = licenses;
-        values[14] = r->default_admin_email;
-        values[15] = r->delivery_destination;
-        values[16] = r->policy_template_id;
-        values[17] = r->apply_global_rules ? "t" : "f";
-        values[18] = r->msp_management ? "t" : "f";
-        values[19] = r->two_factor_required ? "t" : "f";
-        values[20] = r->monitor_mode ? "t" : "f";
-        if (r->account_type == MW_ACCOUNT_TRIAL) {
-            snprintf(trial_ends, sizeof(trial_ends), "%lld",
-                     (long long)item->trial_ends_at);
-            values[22] = trial_ends;
-            if (item->trial_reminder_at != 0) {
-                snprintf(reminder, sizeof(reminder), "%lld",
-                         (long long)item->trial_reminder_at);
-                values[24] = reminder;
-            }
+    values[21] = scratch->occurred;
+    if (!item->is_valid)
+        return 0;
+    values[3] = item->customer_id;
+    values[5] = r->msp_domain;
+    values[6] = r->requested_by;
+    values[7] = r->company_name;
+    values[8] = r->primary_domain;
+    values[9] = array_literal(arena, r->additional_domains,
+                              r->additional_domains_count);
+    if (values[9] == NULL)
+        return -1;
+    values[10] =
+        enum_name(mw_mail_platform_names, MW_PLATFORM_COUNT, r->mail_platform);
+    values[11] = enum_name(mw_service_names, MW_SERVICE_COUNT, r->service);
+    values[12] =
+        enum_name(mw_account_type_names, MW_ACCOUNT_COUNT, r->account_type);
+    snprintf(scratch->licenses, sizeof(scratch->licenses), "%ld",
+             (long)r->licenses);
+    values[13] = scratch->licenses;
+    values[14] = r->default_admin_email;
+    values[15] = r->delivery_destination;
+    values[16] = r->policy_template_id;
+    values[17] = r->apply_global_rules ? "t" : "f";
+    values[18] = r->msp_management ? "t" : "f";
+    values[19] = r->two_factor_required ? "t" : "f";
+    values[20] = r->monitor_mode ? "t" : "f";
+    if (r->account_type == MW_ACCOUNT_TRIAL) {
+        snprintf(scratch->trial_ends, sizeof(scratch->trial_ends), "%lld",
+                 (long long)item->trial_ends_at);
+        values[22] = scratch->trial_ends;
+        if (item->trial_reminder_at != 0) {
+            snprintf(scratch->reminder, sizeof(scratch->reminder), "%lld",
+                     (long long)item->trial_reminder_at);
+            values[24] = scratch->reminder;
         }
-        values[23] = safe_text(item->traceparent, MW_MAX_TRACEPARENT);
+    }
+    values[23] = safe_text(item->traceparent, MW_MAX_TRACEPARENT);
+    return 0;
+}
+
+/* A domain wanted by a request of a run, for finding shared ones. */
+struct domain_slot {
+    const char *domain; /* NULL: empty slot */
+    size_t position;    /* of the first request wanting it, from 1 */
+};
+
+static uint64_t hash_text(const char *s)
+{
+    uint64_t h = 14695981039346656037ULL;
+
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+/*
+ * Appends the domains each valid request of run wants (primary first,
+ * each once) to the domain columns, and the positions of the requests
+ * that want a domain another request of run also wants to the shared
+ * column.  Returns 0, or -1 when out of memory.
+ */
+static int put_domains(struct store *store, const struct store_item *items,
+                       const size_t *run, size_t count,
+                       struct mw_arena *arena)
+{
+    struct text_array *item_col = &store->columns[REQUEST_COLUMNS];
+    struct text_array *domain_col = &store->columns[REQUEST_COLUMNS + 1];
+    struct text_array *shared_col = &store->columns[REQUEST_COLUMNS + 2];
+    size_t wanted = 0, size = 16;
+    struct domain_slot *slots;
+    bool *is_shared = arena_alloc(arena, count * sizeof(*is_shared));
+
+    for (size_t i = 0; i < count; i++) {
+        const struct store_item *item = &items[run[i]];
+
+        if (item->is_valid)
+            wanted += 1 + item->request->additional_domains_count;
+    }
+    while (size < 2 * wanted)
+        size *= 2;
+    slots = arena_alloc(arena, size * sizeof(*slots));
+    if (is_shared == NULL || slots == NULL)
+        return -1;
+    memset(is_shared, 0, count * sizeof(*is_shared));
+    memset(slots, 0, size * sizeof(*slots));
+
+    for (size_t i = 0; i < count; i++) {
+        const struct mw_request *r = items[run[i]].request;
+        char position[24];
+
+        if (!items[run[i]].is_valid)
+            continue;
+        snprintf(position, sizeof(position), "%zu", i + 1);
+        for (size_t k = 0; k <= r->additional_domains_count; k++) {
+            const char *d = k == 0 ? r->primary_domain
+                                   : r->additional_domains[k - 1];
+            size_t at = (size_t)hash_text(d) & (size - 1);
+
+            while (slots[at].domain != NULL &&
+                   strcmp(slots[at].domain, d) != 0)
+                at = (at + 1) & (size - 1);
+            if (slots[at].domain == NULL) {
+                slots[at].domain = d;
+                slots[at].position = i + 1;
+            } else if (slots[at].position == i + 1) {
+                continue; /* listed twice by this request */
+            } else {
+                is_shared[slots[at].position - 1] = true;
+                is_shared[i] = true;
+            }
+            text_array_put(item_col, position);
+            text_array_put(domain_col, d);
+        }
+    }
+    for (size_t i = 0; i < count; i++) {
+        char position[24];
+
+        if (!is_shared[i])
+            continue;
+        snprintf(position, sizeof(position), "%zu", i + 1);
+        text_array_put(shared_col, position);
+    }
+    return 0;
+}
+
+/*
+ * Queues one mw_claim_requests call for the count items whose indexes
+ * are in run.  Returns 0 when sent, 1 when out of memory, -1 when libpq
+ * failed.
+ */
+static int send_claim_requests(struct store *store,
+                               const struct store_item *items,
+                               const size_t *run, size_t count,
+                               struct mw_arena *arena)
+{
+    const char *params[CLAIM_REQUESTS_PARAMS];
+
+    for (int c = 0; c < CLAIM_REQUESTS_PARAMS; c++)
+        text_array_reset(&store->columns[c]);
+    for (size_t i = 0; i < count; i++) {
+        const char *values[REQUEST_COLUMNS];
+        struct request_scratch scratch;
+
+        if (claim_request_values(&items[run[i]], arena, values, &scratch) != 0)
+            return 1;
+        for (int c = 0; c < REQUEST_COLUMNS; c++)
+            text_array_put(&store->columns[c], values[c]);
+    }
+    if (put_domains(store, items, run, count, arena) != 0)
+        return 1;
+    for (int c = 0; c < CLAIM_REQUESTS_PARAMS; c++) {
+        params[c] = text_array_end(&store->columns[c]);
+        if (params[c] == NULL)
+            return 1;
     }
     /* libpq copies the parameters into its buffer before returning. */
-    return PQsendQueryPrepared(store->conn, stmt_claim_request,
-                               CLAIM_REQUEST_PARAMS, values, lengths, formats,
+    return PQsendQueryPrepared(store->conn, stmt_claim_requests,
+                               CLAIM_REQUESTS_PARAMS, params, NULL, NULL,
                                0) == 1
                ? 0
                : -1;
@@ -745,15 +968,9 @@ static bool is_settled_locally(struct store_item *item)
     return false;
 }
 
-/* Reads one claim function's row into item. */
-static int read_claim(struct store_item *item, const PGresult *res,
-                      struct mw_arena *arena)
+/* Sets item's outcome from the database's word; 0, or -1 when unknown. */
+static int set_outcome(struct store_item *item, const char *outcome)
 {
-    const char *outcome;
-
-    if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0))
-        return -1;
-    outcome = PQgetvalue(res, 0, 0);
     if (strcmp(outcome, "CREATED") == 0)
         item->outcome = STORE_CREATED;
     else if (strcmp(outcome, "REJECTED") == 0)
@@ -766,14 +983,43 @@ static int read_claim(struct store_item *item, const PGresult *res,
         item->outcome = STORE_SCHEDULED;
     else
         return -1;
+    return 0;
+}
 
-    if (item->kind == STORE_ITEM_REQUEST) {
-        if (item->outcome == STORE_REJECTED && !PQgetisnull(res, 0, 1) &&
-            parse_array(arena, PQgetvalue(res, 0, 1), &item->taken_domains,
+/*
+ * Reads the rows of mw_claim_requests (one per item of run, numbered from
+ * 1) into the items.  Returns 0, or -1 when the result is malformed or
+ * memory ran out.
+ */
+static int read_requests(struct store_item *items, const size_t *run,
+                         size_t count, const PGresult *res,
+                         struct mw_arena *arena)
+{
+    if (PQntuples(res) != (int)count || PQnfields(res) != 3)
+        return -1;
+    for (int row = 0; row < (int)count; row++) {
+        long no = strtol(PQgetvalue(res, row, 0), NULL, 10);
+        struct store_item *item;
+
+        if (no < 1 || no > (long)count || PQgetisnull(res, row, 1))
+            return -1;
+        item = &items[run[no - 1]];
+        if (set_outcome(item, PQgetvalue(res, row, 1)) != 0)
+            return -1;
+        if (item->outcome == STORE_REJECTED && !PQgetisnull(res, row, 2) &&
+            parse_array(arena, PQgetvalue(res, row, 2), &item->taken_domains,
                         &item->taken_domains_count) != 0)
             return -1;
-        return 0;
     }
+    return 0;
+}
+
+/* Reads mw_claim_termination's row into item; 0, or -1 when malformed. */
+static int read_termination(struct store_item *item, const PGresult *res)
+{
+    if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0) ||
+        set_outcome(item, PQgetvalue(res, 0, 0)) != 0)
+        return -1;
     if (!PQgetisnull(res, 0, 1)) {
         item->termination_code = mw_enum_lookup(
             mw_rejection_code_names, MW_REJ_COUNT, PQgetvalue(res, 0, 1));
@@ -818,9 +1064,55 @@ static void rollback(struct store *store)
 }
 
 /*
- * One attempt at a batch: BEGIN and a claim per item in one pipeline.
- * Sets *is_retry when the failure was a serialization failure or deadlock
- * and the batch may simply run again.
+ * One query of a batch's pipeline: a run of consecutive requests (their
+ * indexes are run[first .. first + count)) or one termination (items[index]).
+ * Requests are claimed a run at a time and terminations one by one, in the
+ * order of the batch, so that a termination sees exactly the customers
+ * created before it.
+ */
+struct claim_query {
+    bool is_run;
+    size_t first, count;
+    size_t index;
+};
+
+/*
+ * Splits the items the database must see into queries.  Returns the
+ * number of queries, or -1 when out of memory.
+ */
+static long plan_claims(struct store_item *items, size_t count,
+                        struct mw_arena *arena, size_t **run,
+                        struct claim_query **queries)
+{
+    size_t n = count > 0 ? count : 1, nrun = 0, nq = 0;
+
+    *run = arena_alloc(arena, n * sizeof(**run));
+    *queries = arena_alloc(arena, n * sizeof(**queries));
+    if (*run == NULL || *queries == NULL)
+        return -1;
+    for (size_t i = 0; i < count; i++) {
+        struct claim_query *q = nq > 0 ? &(*queries)[nq - 1] : NULL;
+
+        if (is_settled_locally(&items[i]))
+            continue;
+        if (items[i].kind == STORE_ITEM_TERMINATION) {
+            (*queries)[nq++] = (struct claim_query){.index = i};
+            continue;
+        }
+        if (q == NULL || !q->is_run) {
+            q = &(*queries)[nq++];
+            *q = (struct claim_query){.is_run = true, .first = nrun};
+        }
+        (*run)[nrun++] = i;
+        q->count++;
+    }
+    return (long)nq;
+}
+
+/*
+ * One attempt at a batch: BEGIN and the claims in one pipeline.  Sets
+ * *is_retry when the failure was a serialization failure or deadlock and
+ * the batch may simply run again.
  */
 static int claim_once(struct store *store, struct store_item *items,
                       size_t count, struct mw_arena *arena, bool *is_retry,
@@ -829,9 +1121,17 @@ static int claim_once(struct store *store, struct store_item *items,
     static const char what[] = "could not claim requests";
     PGresult *res;
     PGresult *failed = NULL; /* the first error, kept for its SQLSTATE */
+    size_t *run;
+    struct claim_query *queries;
+    long nq = plan_claims(items, count, arena, &run, &queries);
     int rc = 0;
 
     *is_retry = false;
+    if (nq < 0) {
+        mw_error_set(err, MW_ERR_SYSTEM, true, "%s", what);
+        mw_error_detail(err, "out of memory");
+        return -1;
+    }
     if (ensure_connected(store, err) != 0 ||
         prepare_statements(store, err) != 0)
         return -1;
@@ -842,16 +1142,13 @@ static int claim_once(struct store *store, struct store_item *items,
 
     if (send_command(store, "BEGIN") != 0)
         goto broken;
-    for (size_t i = 0; i < count; i++) {
-        struct store_item *item = &items[i];
-        int sent;
+    for (long i = 0; i < nq; i++) {
+        const struct claim_query *q = &queries[i];
+        int sent = q->is_run ? send_claim_requests(store, items,
+                                                   run + q->first, q->count,
+                                                   arena)
+                             : send_claim_termination(store, &items[q->index]);
 
-        if (is_settled_locally(item))
-            continue;
-        if (item->kind == STORE_ITEM_REQUEST)
-            sent = send_claim_request(store, item, arena);
-        else
-            sent = send_claim_termination(store, item);
         if (sent > 0) {
             /* Half a pipeline is sent: only a new connection is clean. */
             drop_connection(store);
@@ -873,16 +1170,21 @@ static int claim_once(struct store *store, struct store_item *items,
         failed = res;
     else
         PQclear(res);
-    for (size_t i = 0; i < count; i++) {
-        struct store_item *item = &items[i];
+    for (long i = 0; i < nq; i++) {
+        const struct claim_query *q = &queries[i];
 
-        if (item->outcome != STORE_PENDING)
-            continue;
         res = pipeline_next(store);
         if (res == NULL)
             goto broken;
         if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-            if (read_claim(item, res, arena) != 0 && rc == 0) {
+            int read = q->is_run ? read_requests(items, run + q->first,
+                                                 q->count, res, arena)
+                                 : read_termination(&items[q->index], res);
+
+            if (read != 0 && rc == 0) {
+                const struct store_item *item =
+                    &items[q->is_run ? run[q->first] : q->index];
+
                 mw_error_set(err, MW_ERR_DATABASE, false, "%s", what);
                 mw_error_detail(err, "unexpected result for request \"%s\"",
                                 item_request_id(item));

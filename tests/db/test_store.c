@@ -526,6 +526,191 @@ static void second_request_in_batch_for_taken_domain_is_rejected(void **state)
     arena_destroy(arena);
 }
 
+/*
+ * Requests of one batch that want the same domain are claimed in order:
+ * one rejected for another domain leaves the shared one to the next.
+ */
+static void shared_domain_of_rejected_request_goes_to_next(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    const char *held = arena_printf(arena, "held.%s.example", tag);
+    const char *shared = arena_printf(arena, "shared.%s.example", tag);
+    const char *own = arena_printf(arena, "own.%s.example", tag);
+    struct store_item items[4];
+
+    (void)state;
+    make_item(arena, &items[0],
+              make_request(arena, arena_printf(arena, "req-%s-0", tag),
+                           "msp-a", held, NULL),
+              1);
+    claim_and_commit(store, items, 1, arena);
+    assert_int_equal(items[0].outcome, STORE_CREATED);
+
+    /* 1 wants held (taken) and shared; 2 wants shared; 3 wants shared and
+     * its own domain, after 2 took shared; 0 is a bystander again. */
+    make_item(arena, &items[0],
+              make_request(arena, arena_printf(arena, "req-%s-1", tag),
+                           "msp-b", shared, held),
+              1);
+    make_item(arena, &items[1],
+              make_request(arena, arena_printf(arena, "req-%s-2", tag),
+                           "msp-b", shared, NULL),
+              1);
+    make_item(arena, &items[2],
+              make_request(arena, arena_printf(arena, "req-%s-3", tag),
+                           "msp-b", own, shared),
+              1);
+    make_item(arena, &items[3],
+              make_request(arena, arena_printf(arena, "req-%s-4", tag),
+                           "msp-b", arena_printf(arena, "x.%s.example", tag),
+                           NULL),
+              1);
+    claim_and_commit(store, items, 4, arena);
+
+    assert_int_equal(items[0].outcome, STORE_REJECTED);
+    assert_int_equal(items[0].taken_domains_count, 1);
+    assert_string_equal(items[0].taken_domains[0], held);
+    assert_int_equal(items[1].outcome, STORE_CREATED);
+    assert_int_equal(items[2].outcome, STORE_REJECTED);
+    assert_int_equal(items[2].taken_domains_count, 1);
+    assert_string_equal(items[2].taken_domains[0], shared);
+    assert_int_equal(items[3].outcome, STORE_CREATED);
+    assert_int_equal(query_num("SELECT count(*) FROM customer_domains "
+                               "WHERE domain = $1 AND customer_id = $2",
+                               2, shared, items[1].customer_id),
+                     1);
+    assert_int_equal(query_num("SELECT count(*) FROM customer_domains "
+                               "WHERE domain = $1",
+                               1, own),
+                     0);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+/* Every taken domain is listed, primary first, then in request order. */
+static void taken_domains_are_listed_in_request_order(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    const char *a = arena_printf(arena, "a.%s.example", tag);
+    const char *b = arena_printf(arena, "b.%s.example", tag);
+    const char *c = arena_printf(arena, "c.%s.example", tag);
+    const char *d = arena_printf(arena, "d.%s.example", tag);
+    struct mw_request *r;
+    struct store_item items[2];
+    const char **extra = arena_alloc(arena, 3 * sizeof(*extra));
+
+    (void)state;
+    make_item(arena, &items[0],
+              make_request(arena, arena_printf(arena, "req-%s-1", tag),
+                           "msp-a", d, b),
+              1);
+    claim_and_commit(store, items, 1, arena);
+    assert_int_equal(items[0].outcome, STORE_CREATED);
+
+    r = make_request(arena, arena_printf(arena, "req-%s-2", tag), "msp-b", d,
+                     NULL);
+    extra[0] = c;
+    extra[1] = b;
+    extra[2] = d; /* the primary again: listed once */
+    r->additional_domains = extra;
+    r->additional_domains_count = 3;
+    make_item(arena, &items[0], r, 1);
+    make_item(arena, &items[1],
+              make_request(arena, arena_printf(arena, "req-%s-3", tag),
+                           "msp-b", a, NULL),
+              1);
+    claim_and_commit(store, items, 2, arena);
+
+    assert_int_equal(items[0].outcome, STORE_REJECTED);
+    assert_int_equal(items[0].taken_domains_count, 2);
+    assert_string_equal(items[0].taken_domains[0], d);
+    assert_string_equal(items[0].taken_domains[1], b);
+    assert_int_equal(items[1].outcome, STORE_CREATED);
+    assert_int_equal(query_num("SELECT count(*) FROM customer_domains "
+                               "WHERE domain = $1",
+                               1, c),
+                     0);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+/* Repeats of a request id within one batch, with and without changes. */
+static void repeats_in_one_batch_are_duplicate_or_conflict(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    const char *id = arena_printf(arena, "req-%s", tag);
+    const char *primary = arena_printf(arena, "%s.example", tag);
+    struct mw_request *r = make_request(arena, id, "msp-a", primary, NULL);
+    struct mw_request *other = make_request(
+        arena, id, "msp-a", arena_printf(arena, "o.%s.example", tag), NULL);
+    struct store_item items[4];
+
+    (void)state;
+    make_item(arena, &items[0], r, 1);
+    make_item(arena, &items[1], other, 2);
+    make_item(arena, &items[2], r, 1);
+    make_item(arena, &items[3], other, 2);
+    claim_and_commit(store, items, 4, arena);
+
+    assert_int_equal(items[0].outcome, STORE_CREATED);
+    assert_int_equal(items[1].outcome, STORE_CONFLICT);
+    assert_int_equal(items[2].outcome, STORE_DUPLICATE);
+    assert_int_equal(items[3].outcome, STORE_CONFLICT);
+    assert_int_equal(query_num("SELECT conflicts FROM requests "
+                               "WHERE request_id = $1",
+                               1, id),
+                     2);
+    assert_int_equal(query_num("SELECT count(*) FROM customer_domains "
+                               "WHERE customer_id = $1",
+                               1, items[0].customer_id),
+                     1);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+/*
+ * A termination in a batch sees exactly the customers created before it
+ * in the batch, as when the batch's messages are claimed one by one.
+ */
+static void termination_sees_customers_created_before_it(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    struct mw_request *r =
+        make_request(arena, arena_printf(arena, "req-%s", tag), "msp-t",
+                     arena_printf(arena, "%s.example", tag), NULL);
+    char customer[IDS_UUID_LEN + 1];
+    struct store_item items[4];
+
+    (void)state;
+    ids_customer_id(r->request_id, customer);
+    make_termination_item(arena, &items[0],
+                          arena_printf(arena, "term-%s-1", tag), "msp-t",
+                          customer, NULL);
+    make_item(arena, &items[1], r, 1);
+    memset(&items[2], 0, sizeof(items[2]));
+    items[2].kind = STORE_ITEM_DLQ;
+    make_termination_item(arena, &items[3],
+                          arena_printf(arena, "term-%s-2", tag), "msp-t",
+                          customer, NULL);
+    claim_and_commit(store, items, 4, arena);
+
+    assert_int_equal(items[0].outcome, STORE_REJECTED);
+    assert_int_equal(items[0].termination_code, MW_REJ_UNKNOWN_CUSTOMER);
+    assert_int_equal(items[1].outcome, STORE_CREATED);
+    assert_int_equal(items[2].outcome, STORE_DLQ);
+    assert_int_equal(items[3].outcome, STORE_SCHEDULED);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
 static void released_domain_can_be_taken_again(void **state)
 {
     struct mw_arena *arena = arena_new();
@@ -1290,6 +1475,10 @@ int main(void)
         cmocka_unit_test(same_id_other_content_is_conflict),
         cmocka_unit_test(second_request_in_batch_for_taken_domain_is_rejected),
         cmocka_unit_test(released_domain_can_be_taken_again),
+        cmocka_unit_test(shared_domain_of_rejected_request_goes_to_next),
+        cmocka_unit_test(taken_domains_are_listed_in_request_order),
+        cmocka_unit_test(repeats_in_one_batch_are_duplicate_or_conflict),
+        cmocka_unit_test(termination_sees_customers_created_before_it),
         cmocka_unit_test(rule_rejected_request_is_recorded_without_customer),
         cmocka_unit_test(aborted_batch_leaves_nothing),
         cmocka_unit_test(concurrent_claims_of_one_request_create_once),
