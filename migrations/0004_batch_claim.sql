@@ -28,6 +28,14 @@ DROP FUNCTION mw_claim_request(text, bytea, boolean, uuid, text, text, text,
                                boolean, boolean, bigint, bigint, text,
                                bigint);
 
+-- The same instant, but immutable all through, so that PostgreSQL inlines
+-- it into the claim's statements instead of calling it per row (adding an
+-- interval to a timestamptz is only stable).  Exact to the millisecond:
+-- a double holds epoch seconds to well under a microsecond until 2200.
+CREATE OR REPLACE FUNCTION mw_ms_to_ts(ms bigint) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT to_timestamp(ms::double precision / 1000) $$;
+
 -- p_additional_domains holds one text[] literal per request ('{}' or null
 -- when none), because PostgreSQL arrays cannot be ragged.  Times are epoch
 -- milliseconds.  The worker also lists the domains each valid request
@@ -72,6 +80,7 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_count integer := coalesce(cardinality(p_request_id), 0);
+    v_firsts integer[];    -- the first request of each id, in id order
     v_new integer[];       -- requests whose id this call recorded
     v_conflicts integer[]; -- later requests with other content
     v_lost_item integer[]; -- the taken domains of rejected requests
@@ -84,23 +93,40 @@ DECLARE
 BEGIN
     -- The request ids first: a racing replica waits here for the winner.
     -- The outcome written is the expected one; a taken domain corrects it.
-    WITH firsts AS (
-        SELECT DISTINCT ON (u.rid) u.rid, u.i::integer AS i
-          FROM unnest(p_request_id) WITH ORDINALITY AS u(rid, i)
-         ORDER BY u.rid, u.i),
-    recorded AS (
+    -- A plain INSERT, the common case, costs a third less than one with
+    -- ON CONFLICT; when an id is recorded already, that one runs instead.
+    -- Rows go in id order (v_firsts: the first position of each id).
+    v_firsts := ARRAY(SELECT DISTINCT ON (u.rid) u.i::integer
+                        FROM unnest(p_request_id) WITH ORDINALITY AS u(rid, i)
+                       ORDER BY u.rid, u.i);
+    BEGIN
         INSERT INTO requests (request_id, kind, msp_id, payload_hash,
                               outcome, customer_id, processed_at)
-        SELECT f.rid, 'customer', p_msp_id[f.i], p_payload_hash[f.i],
+        SELECT p_request_id[f.i], 'customer', p_msp_id[f.i],
+               p_payload_hash[f.i],
                CASE WHEN p_is_valid[f.i] THEN 'CREATED' ELSE 'REJECTED' END,
                CASE WHEN p_is_valid[f.i] THEN p_customer_id[f.i] END,
                mw_ms_to_ts(p_occurred_at[f.i])
-          FROM firsts f
-         ORDER BY f.rid
-        ON CONFLICT (request_id) DO NOTHING
-        RETURNING request_id)
-    SELECT coalesce(array_agg(f.i ORDER BY f.i), '{}') INTO v_new
-      FROM firsts f JOIN recorded r ON r.request_id = f.rid;
+          FROM unnest(v_firsts) AS f(i);
+        v_new := ARRAY(SELECT f.i FROM unnest(v_firsts) AS f(i) ORDER BY f.i);
+    EXCEPTION
+        WHEN unique_violation THEN
+            WITH recorded AS (
+                INSERT INTO requests (request_id, kind, msp_id, payload_hash,
+                                      outcome, customer_id, processed_at)
+                SELECT p_request_id[f.i], 'customer', p_msp_id[f.i],
+                       p_payload_hash[f.i],
+                       CASE WHEN p_is_valid[f.i] THEN 'CREATED'
+                            ELSE 'REJECTED' END,
+                       CASE WHEN p_is_valid[f.i] THEN p_customer_id[f.i] END,
+                       mw_ms_to_ts(p_occurred_at[f.i])
+                  FROM unnest(v_firsts) AS f(i)
+                ON CONFLICT (request_id) DO NOTHING
+                RETURNING request_id)
+            SELECT coalesce(array_agg(f.i ORDER BY f.i), '{}') INTO v_new
+              FROM unnest(v_firsts) AS f(i)
+              JOIN recorded r ON r.request_id = p_request_id[f.i];
+    END;
 
     v_conflicts := '{}';
     IF cardinality(v_new) < v_count THEN
@@ -121,23 +147,36 @@ BEGIN
         SELECT coalesce(array_agg(i), '{}') INTO v_conflicts FROM differing;
     END IF;
 
-    -- Requests that share no domain with another: all in one statement.
-    WITH got AS (
+    -- Requests that share no domain with another: all in one statement,
+    -- again a plain INSERT first.
+    v_lost_item := '{}';
+    v_lost_dom := '{}';
+    BEGIN
         INSERT INTO customer_domains (domain, customer_id, is_primary)
         SELECT x.d, p_customer_id[x.i], x.d = p_primary_domain[x.i]
           FROM unnest(p_domain_item, p_domain) AS x(i, d)
           JOIN unnest(v_new) AS nw(i) ON nw.i = x.i
          WHERE x.i <> ALL (p_shared)
-         ORDER BY x.d
-        ON CONFLICT (domain) WHERE released_at IS NULL DO NOTHING
-        RETURNING domain)
-    SELECT coalesce(array_agg(x.i ORDER BY x.k), '{}'),
-           coalesce(array_agg(x.d ORDER BY x.k), '{}')
-      INTO v_lost_item, v_lost_dom
-      FROM unnest(p_domain_item, p_domain) WITH ORDINALITY AS x(i, d, k)
-      JOIN unnest(v_new) AS nw(i) ON nw.i = x.i
-      LEFT JOIN got ON got.domain = x.d
-     WHERE x.i <> ALL (p_shared) AND got.domain IS NULL;
+         ORDER BY x.d;
+    EXCEPTION
+        WHEN unique_violation THEN
+            WITH got AS (
+                INSERT INTO customer_domains (domain, customer_id, is_primary)
+                SELECT x.d, p_customer_id[x.i], x.d = p_primary_domain[x.i]
+                  FROM unnest(p_domain_item, p_domain) AS x(i, d)
+                  JOIN unnest(v_new) AS nw(i) ON nw.i = x.i
+                 WHERE x.i <> ALL (p_shared)
+                 ORDER BY x.d
+                ON CONFLICT (domain) WHERE released_at IS NULL DO NOTHING
+                RETURNING domain)
+            SELECT coalesce(array_agg(x.i ORDER BY x.k), '{}'),
+                   coalesce(array_agg(x.d ORDER BY x.k), '{}')
+              INTO v_lost_item, v_lost_dom
+              FROM unnest(p_domain_item, p_domain) WITH ORDINALITY AS x(i, d, k)
+              JOIN unnest(v_new) AS nw(i) ON nw.i = x.i
+              LEFT JOIN got ON got.domain = x.d
+             WHERE x.i <> ALL (p_shared) AND got.domain IS NULL;
+    END;
 
     -- Requests that share a domain: one after the other, in order.
     FOREACH v_item IN ARRAY p_shared LOOP
