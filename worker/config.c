@@ -55,8 +55,8 @@ const struct config_var config_vars[] = {
     {"MESH_WORKER_SHUTDOWN_TIMEOUT", "10s",
      "longest graceful shutdown after SIGTERM or SIGINT"},
     {"MESH_WORKER_SCHEDULER_INTERVAL", "1s", "how often timers are polled"},
-    {"MESH_WORKER_OUTBOX_RETENTION", "1h",
-     "how long published outbox rows are kept"},
+    {"MESH_WORKER_OUTBOX_RETENTION", "0",
+     "how long published outbox rows are kept (0: deleted at once)"},
     {"MESH_WORKER_BATCH_SIZE", "500",
      "most requests handled in one database transaction"},
     {"MESH_WORKER_BATCH_WAIT", "5ms",
@@ -433,7 +433,7 @@ int config_load(struct mw_config *cfg, struct mw_error *err)
                      &cfg->shutdown_timeout_ms, err) < 0 ||
         get_duration("MESH_WORKER_SCHEDULER_INTERVAL", "1s", 10,
                      &cfg->scheduler_interval_ms, err) < 0 ||
-        get_duration("MESH_WORKER_OUTBOX_RETENTION", "1h", 0,
+        get_duration("MESH_WORKER_OUTBOX_RETENTION", "0", 0,
                      &cfg->outbox_retention_ms, err) < 0 ||
         get_duration("MESH_WORKER_BATCH_WAIT", "5ms", 0, &cfg->batch_wait_ms,
                      err) < 0 ||

@@ -251,7 +251,9 @@ static void *relay_main(void *arg)
         }
         delivered = publish(r, msgs, count, dr, ids);
         if (delivered > 0 &&
-            store_outbox_mark_published(store, ids, delivered, &err) < 0)
+            store_outbox_mark_published(store, ids, delivered,
+                                        r->cfg->outbox_retention_ms > 0,
+                                        &err) < 0)
             goto db_error;
         atomic_fetch_add(&mw_metrics.published, (long long)delivered);
         continue;

@@ -168,9 +168,13 @@ int store_outbox_fetch(struct store *store, size_t max,
                        struct mw_arena *arena, struct store_outbox_msg **msgs,
                        size_t *count, struct mw_error *err);
 
-/* Marks rows published.  Returns 0, or -1 with err. */
+/*
+ * Marks rows published: deletes them, or with keep sets their published_at
+ * so that store_outbox_purge deletes them after the retention.  Returns 0,
+ * or -1 with err.
+ */
 int store_outbox_mark_published(struct store *store, const int64_t *ids,
-                                size_t count, struct mw_error *err);
+                                size_t count, bool keep, struct mw_error *err);
 
 /*
  * Deletes published rows older than retention_ms.  Returns the number

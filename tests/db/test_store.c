@@ -1291,12 +1291,17 @@ static void fetch_returns_oldest_first_and_mark_hides_them(void **state)
     assert_int_equal(count, 2);
     ids[0] = msgs[0].id;
     ids[1] = msgs[1].id;
-    check_ok(store_outbox_mark_published(store, ids, 2, &err), &err);
+    check_ok(store_outbox_mark_published(store, ids, 2, true, &err), &err);
     check_ok(store_outbox_fetch(store, 10, arena, &msgs, &count, &err), &err);
     assert_int_equal(count, 1);
     assert_true(msgs[0].id > ids[1]);
     check_ok(store_outbox_backlog(store, &backlog, &age, &err), &err);
     assert_int_equal(backlog, 1);
+    assert_int_equal(query_num("SELECT count(*) FROM outbox WHERE id IN ($1, $2) "
+                               "AND published_at IS NOT NULL",
+                               2, arena_printf(arena, "%lld", (long long)ids[0]),
+                               arena_printf(arena, "%lld", (long long)ids[1])),
+                     2);
 
     /* Published rows older than the retention go; unpublished stay. */
     assert_int_equal(store_outbox_purge(store, 3600 * 1000, &err), 0);
@@ -1307,6 +1312,17 @@ static void fetch_returns_oldest_first_and_mark_hides_them(void **state)
                      0);
     check_ok(store_outbox_backlog(store, &backlog, &age, &err), &err);
     assert_int_equal(backlog, 1);
+
+    /* Without a retention a published row is deleted at once. */
+    check_ok(store_outbox_fetch(store, 10, arena, &msgs, &count, &err), &err);
+    assert_int_equal(count, 1);
+    ids[0] = msgs[0].id;
+    check_ok(store_outbox_mark_published(store, ids, 1, false, &err), &err);
+    assert_int_equal(query_num("SELECT count(*) FROM outbox WHERE id = $1", 1,
+                               arena_printf(arena, "%lld", (long long)ids[0])),
+                     0);
+    check_ok(store_outbox_backlog(store, &backlog, &age, &err), &err);
+    assert_int_equal(backlog, 0);
     store_destroy(store);
     arena_destroy(arena);
 }
