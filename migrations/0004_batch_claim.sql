@@ -286,6 +286,32 @@ BEGIN
 END
 $$;
 
+-- Writes a batch's outbox rows (element i of every array is row i, in
+-- order).  A plain INSERT first, as in the claim: an event id written
+-- already (a batch re-run after a crash) is rare, and only then does the
+-- INSERT that skips it run.
+CREATE FUNCTION mw_write_outbox(
+    p_stream smallint[],
+    p_event_id text[],
+    p_key bytea[],
+    p_headers bytea[],
+    p_payload bytea[])
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    INSERT INTO outbox (stream, event_id, key, headers, payload)
+    SELECT * FROM unnest(p_stream, p_event_id::uuid[], p_key, p_headers,
+                         p_payload);
+EXCEPTION
+    WHEN unique_violation THEN
+        INSERT INTO outbox (stream, event_id, key, headers, payload)
+        SELECT * FROM unnest(p_stream, p_event_id::uuid[], p_key, p_headers,
+                             p_payload)
+        ON CONFLICT (event_id) DO NOTHING;
+END
+$$;
+
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'mesh_worker') THEN
@@ -297,7 +323,8 @@ BEGIN
                                   text[], text[], boolean[], boolean[],
                                   boolean[], boolean[], bigint[], bigint[],
                                   text[], bigint[], integer[], text[],
-                                  integer[])
+                                  integer[]),
+                mw_write_outbox(smallint[], text[], bytea[], bytea[], bytea[])
                TO mesh_worker;
         EXCEPTION
             WHEN insufficient_privilege THEN

@@ -420,15 +420,14 @@ static const char sql_claim_termination[] =
 #define CLAIM_TERMINATION_PARAMS 7
 
 /*
- * All outbox rows of a batch in one statement: a row each costs PostgreSQL
- * an executor start-up, which was a third of its time per request.  unnest
- * zips the arrays in order, so ids still follow the order of the rows.
+ * All outbox rows of a batch in one call (mw_write_outbox, in
+ * migrations/0004_batch_claim.sql): a row each costs PostgreSQL an executor
+ * start-up, which was a third of its time per request.  unnest zips the
+ * arrays in order, so ids still follow the order of the rows.
  */
 static const char stmt_outbox_insert[] = "mw_outbox_insert";
 static const char sql_outbox_insert[] =
-    "INSERT INTO outbox (stream, event_id, key, headers, payload) "
-    "SELECT * FROM unnest($1::smallint[], $2::text[]::uuid[], $3::bytea[], "
-    "$4::bytea[], $5::bytea[]) ON CONFLICT (event_id) DO NOTHING";
+    "SELECT mw_write_outbox($1, $2, $3, $4, $5)";
 #define OUTBOX_INSERT_PARAMS 5
 
 /*
