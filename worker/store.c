@@ -73,6 +73,7 @@ struct store {
     bool is_listening_timers; /* LISTEN mw_timers done on conn */
     bool is_leader;    /* the relay lock is held by conn */
     bool in_batch;     /* a batch transaction is open on conn */
+    bool is_fetch_set; /* the relay's fetch plan is set on conn */
     unsigned int seed; /* retry jitter */
     struct text_array columns[CLAIM_REQUESTS_PARAMS]; /* claim parameters */
 };
@@ -90,6 +91,7 @@ static void drop_connection(struct store *store)
     PQfinish(store->conn);
     store->conn = NULL;
     store->is_prepared = false;
+    store->is_fetch_set = false;
     store->is_listening = false;
     store->is_listening_timers = false;
     store->is_leader = false;
@@ -1571,6 +1573,18 @@ int store_outbox_fetch(struct store *store, size_t max, struct mw_arena *arena,
         return 0;
     if (ensure_connected(store, err) != 0)
         return -1;
+    /*
+     * Published rows are deleted (or updated), and until VACUUM comes
+     * their index entries stay.  A bitmap scan, which PostgreSQL prefers
+     * here, visits every one of them in every round; an index scan in id
+     * order visits each once, marks it dead and stops at the limit.
+     */
+    if (!store->is_fetch_set) {
+        if (exec_params(store, "SET enable_bitmapscan = off", 0, NULL,
+                        "could not read the outbox", err) != 0)
+            return -1;
+        store->is_fetch_set = true;
+    }
     snprintf(limit, sizeof(limit), "%zu", max);
     res = PQexecParams(store->conn, sql_fetch, 1, NULL, values, NULL, NULL, 1);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
