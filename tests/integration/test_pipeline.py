@@ -302,7 +302,8 @@ def test_undecodable_bytes_go_to_the_dlq_untouched_and_the_partition_moves_on(
 
 def test_events_of_one_key_are_published_in_commit_order(
         db, kafka, workers, avro_codec):
-    workers(kafka.bootstrap, db.url)
+    # Published rows are kept, so that the commit order can be read back.
+    workers(kafka.bootstrap, db.url, MESH_WORKER_OUTBOX_RETENTION="1h")
     first = request(licenses=0)  # rejected
     variants = [dict(first, company_name="Variant %d" % i) for i in range(5)]
     for v in [first] + variants:

@@ -66,8 +66,11 @@ def test_two_replicas_killed_twenty_times_keep_every_guarantee(
     started = []
     try:
         messages, valid, invalid, garbage = build_requests(avro_codec)
+        # Published rows are kept, so that every committed event and its
+        # commit order can be read back.
         env = {"MESH_WORKER_KAFKA_SESSION_TIMEOUT_MS": "6000",
-               "MESH_WORKER_KAFKA_HEARTBEAT_INTERVAL_MS": "1000"}
+               "MESH_WORKER_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+               "MESH_WORKER_OUTBOX_RETENTION": "1h"}
 
         def spawn(i):
             w = harness.Worker(real_kafka.bootstrap, pg.url, env=env,
@@ -116,6 +119,7 @@ def test_two_replicas_killed_twenty_times_keep_every_guarantee(
         # Every committed event is on the topic, identical when repeated.
         want = {str(r[0]): r[1] for r in pg.query(
             "SELECT event_id, id FROM outbox WHERE stream = 0")}
+        assert len(want) >= created + rejected
         events = harness.read_topic(
             real_kafka.bootstrap, TOPIC_EVENTS,
             lambda ms: len({m["headers"]["event_id"] for m in ms}) >=
