@@ -8,11 +8,22 @@
  * order their transactions committed in.
  *
  * A round: read up to MESH_WORKER_RELAY_BATCH_SIZE unpublished rows,
- * produce them all, wait for every delivery report, mark the delivered
- * ones published.  The producer is idempotent with no message timeout, so
- * librdkafka retries in order for as long as Kafka is away.  A crash
- * between delivery and marking re-publishes the same rows: same event_id,
- * same bytes (they were encoded when the outcome was committed).
+ * produce those not already in flight, then mark published the rows whose
+ * delivery reports came, and wait for the next notification.  Rows stay
+ * in flight across rounds: a round never waits for the reports of the one
+ * before, so an event is not held up by the acknowledgements of others.
+ * The producer is idempotent with no message timeout, so librdkafka keeps
+ * the produce order per partition and retries in order for as long as
+ * Kafka is away.  A row is marked only after its report said delivered; a
+ * crash between delivery and marking re-publishes the same rows: same
+ * event_id, same bytes (they were encoded when the outcome was committed).
+ *
+ * The window of rows in flight holds at most MESH_WORKER_RELAY_BATCH_SIZE
+ * rows.  Once more than half of it is taken, or a delivery failed, the
+ * relay waits for every report before it produces again, as a round did
+ * before rows could stay in flight: a failed row is read again only after
+ * the rows produced with it settled, and a slow broker costs re-reading
+ * at most half a window a round.
  *
  * Known limit: one publisher for the whole cluster.  It moves well over
  * 10,000 rows a second on one core; lanes by key hash would lift it.
@@ -32,13 +43,49 @@
 #include <time.h>
 
 #define IDLE_WAIT_MS 500
+#define FLIGHT_WAIT_MS 10 /* longest wait with rows in flight */
+#define SETTLE_POLL_MS 50
 #define FOLLOWER_WAIT_MS 1000
 #define MAINTENANCE_EVERY_MS 5000
+
+/* Where a produced row stands; its slot is free again once settled. */
+enum flight_state {
+    FLIGHT_FREE,
+    FLIGHT_SENT,      /* produced, no report yet */
+    FLIGHT_DELIVERED, /* acknowledged, not yet marked published */
+    FLIGHT_FAILED     /* the report said failed: the row stays unpublished */
+};
+
+/* One outbox row, from its produce call until it is marked or given up. */
+struct flight {
+    int64_t id;
+    enum flight_state state;
+};
+
+/*
+ * The rows in flight.  Delivery reports point into slots, so the window
+ * lives as long as the producer.  Only the relay thread touches it (the
+ * reports are served by its rd_kafka_poll calls), or relay_destroy once
+ * that thread is gone.
+ */
+struct window {
+    struct flight *slots;
+    size_t cap;
+    size_t *free; /* stack of free slot indexes */
+    size_t free_count;
+    size_t sent_count;  /* slots in FLIGHT_SENT */
+    bool is_failed;     /* a report said failed since the last settle */
+    int64_t *taken_ids; /* ids of slots not free, sorted, for lookups */
+    size_t taken_count;
+    int64_t *mark_ids;  /* ids to mark published */
+    size_t *mark_slots; /* and their slots */
+};
 
 struct relay {
     const struct mw_config *cfg;
     char *conninfo;
     rd_kafka_t *rk;
+    struct window window;
     pthread_t thread;
     int started;
     atomic_int draining;   /* publish what is committed, then stop */
@@ -46,11 +93,6 @@ struct relay {
     atomic_int finished;
     pthread_mutex_t lock;
     pthread_cond_t done;
-};
-
-/* Delivery status of one produced row: 0 pending, 1 delivered, -1 failed. */
-struct delivery {
-    int status;
 };
 
 static int64_t mono_ms(void)
@@ -61,17 +103,92 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Allocates a window of cap free slots.  Returns 0, or -1 out of memory. */
+static int window_init(struct window *w, size_t cap)
+{
+    memset(w, 0, sizeof(*w));
+    w->cap = cap;
+    w->slots = calloc(cap, sizeof(*w->slots));
+    w->free = calloc(cap, sizeof(*w->free));
+    w->taken_ids = calloc(cap, sizeof(*w->taken_ids));
+    w->mark_ids = calloc(cap, sizeof(*w->mark_ids));
+    w->mark_slots = calloc(cap, sizeof(*w->mark_slots));
+    if (w->slots == NULL || w->free == NULL || w->taken_ids == NULL ||
+        w->mark_ids == NULL || w->mark_slots == NULL)
+        return -1;
+    for (size_t i = 0; i < cap; i++)
+        w->free[w->free_count++] = cap - 1 - i;
+    return 0;
+}
+
+static void window_free(struct window *w)
+{
+    free(w->slots);
+    free(w->free);
+    free(w->taken_ids);
+    free(w->mark_ids);
+    free(w->mark_slots);
+}
+
+static void window_release(struct window *w, size_t slot)
+{
+    w->slots[slot].state = FLIGHT_FREE;
+    w->free[w->free_count++] = slot;
+}
+
+/* Frees the slots of failed rows: the next read returns them again. */
+static void window_release_failed(struct window *w)
+{
+    for (size_t i = 0; i < w->cap; i++) {
+        if (w->slots[i].state == FLIGHT_FAILED)
+            window_release(w, i);
+    }
+    w->is_failed = false;
+}
+
+static int compare_ids(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+    return (x > y) - (x < y);
+}
+
+/* Collects the ids of every slot not free, sorted, for window_has. */
+static void window_index(struct window *w)
+{
+    w->taken_count = 0;
+    for (size_t i = 0; i < w->cap; i++) {
+        if (w->slots[i].state != FLIGHT_FREE)
+            w->taken_ids[w->taken_count++] = w->slots[i].id;
+    }
+    qsort(w->taken_ids, w->taken_count, sizeof(*w->taken_ids), compare_ids);
+}
+
+/* Whether row id is in flight or waits for its mark (as of window_index). */
+static bool window_has(const struct window *w, int64_t id)
+{
+    return bsearch(&id, w->taken_ids, w->taken_count, sizeof(id),
+                   compare_ids) != NULL;
+}
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *rkm,
                         void *opaque)
 {
-    struct delivery *d = rkm->_private;
+    struct relay *r = opaque;
+    struct flight *f = rkm->_private;
 
-    if (d == NULL)
+    if (f == NULL || f->state != FLIGHT_SENT)
         return;
-    d->status = rkm->err == RD_KAFKA_RESP_ERR_NO_ERROR ? 1 : -1;
-    if (rkm->err != RD_KAFKA_RESP_ERR_NO_ERROR)
-        log_warn("relay", "delivery failed; the row stays in the outbox",
-                 LF_STR("error", rd_kafka_err2str(rkm->err)));
+    r->window.sent_count--;
+    if (rkm->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        f->state = FLIGHT_DELIVERED;
+        return;
+    }
+    f->state = FLIGHT_FAILED;
+    r->window.is_failed = true;
+    log_warn("relay", "delivery failed; the row stays in the outbox",
+             LF_INT("outbox_id", f->id),
+             LF_STR("error", rd_kafka_err2str(rkm->err)));
 }
 
 struct relay *relay_new(const struct mw_config *cfg, const char *conninfo,
@@ -89,6 +206,11 @@ struct relay *relay_new(const struct mw_config *cfg, const char *conninfo,
     pthread_cond_init(&r->done, NULL);
     r->cfg = cfg;
     r->conninfo = strdup(conninfo);
+    if (r->conninfo == NULL ||
+        window_init(&r->window, (size_t)cfg->relay_batch_size) < 0) {
+        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        goto fail;
+    }
     conf = rd_kafka_conf_new();
     rd_kafka_conf_set_log_cb(conf, kafka_log);
     if (kafka_conf_set(conf, "bootstrap.servers", bootstrap, err) < 0 ||
@@ -106,6 +228,7 @@ struct relay *relay_new(const struct mw_config *cfg, const char *conninfo,
                            cfg->kafka_props[i].value, err) < 0)
             goto fail;
     }
+    rd_kafka_conf_set_opaque(conf, r);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     r->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     if (r->rk == NULL) {
@@ -122,57 +245,99 @@ fail:
     return NULL;
 }
 
-/* Produces every row and waits for their reports; returns rows delivered. */
-static size_t publish(struct relay *r, struct store_outbox_msg *msgs,
-                      size_t count, struct delivery *dr, int64_t *ids)
+/* Produces one row into a free slot; a refused row is failed at once. */
+static void produce_row(struct relay *r, const struct store_outbox_msg *m)
 {
-    size_t delivered = 0, pending;
+    struct window *w = &r->window;
+    size_t slot = w->free[--w->free_count];
+    struct flight *f = &w->slots[slot];
+    const char *topic = m->stream == STORE_STREAM_DLQ ? r->cfg->topic_dlq
+                                                      : r->cfg->topic_events;
+    rd_kafka_headers_t *hdrs = kafka_headers_unpack(m->headers, m->headers_len);
+    rd_kafka_resp_err_t kerr;
 
+    f->id = m->id;
+    f->state = FLIGHT_SENT;
+    w->sent_count++;
+    for (;;) {
+        kerr = rd_kafka_producev(
+            r->rk, RD_KAFKA_V_TOPIC(topic),
+            RD_KAFKA_V_KEY(m->key, m->key ? m->key_len : 0),
+            RD_KAFKA_V_VALUE((void *)m->payload,
+                             m->payload ? m->payload_len : 0),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
+            RD_KAFKA_V_OPAQUE(f), RD_KAFKA_V_END);
+        if (kerr != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            break;
+        rd_kafka_poll(r->rk, 10);
+    }
+    if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        /* Headers are only taken on success. */
+        if (hdrs != NULL)
+            rd_kafka_headers_destroy(hdrs);
+        w->sent_count--;
+        f->state = FLIGHT_FAILED;
+        w->is_failed = true;
+        log_warn("relay", "could not produce an outbox row",
+                 LF_INT("outbox_id", m->id),
+                 LF_STR("error", rd_kafka_err2str(kerr)));
+    }
+}
+
+/*
+ * Produces the rows of msgs that are not in the window yet, in their
+ * order, while slots are free.  Returns how many were new; *left says how
+ * many of them found no free slot.
+ */
+static size_t publish(struct relay *r, const struct store_outbox_msg *msgs,
+                      size_t count, size_t *left)
+{
+    struct window *w = &r->window;
+    size_t fresh = 0;
+
+    *left = 0;
+    window_index(w);
     for (size_t i = 0; i < count; i++) {
-        const struct store_outbox_msg *m = &msgs[i];
-        const char *topic = m->stream == STORE_STREAM_DLQ
-                                ? r->cfg->topic_dlq
-                                : r->cfg->topic_events;
-        rd_kafka_headers_t *hdrs =
-            kafka_headers_unpack(m->headers, m->headers_len);
-        rd_kafka_resp_err_t kerr;
+        if (window_has(w, msgs[i].id))
+            continue;
+        fresh++;
+        if (w->free_count > 0)
+            produce_row(r, &msgs[i]);
+        else
+            (*left)++;
+    }
+    return fresh;
+}
 
-        dr[i].status = 0;
-        for (;;) {
-            kerr = rd_kafka_producev(
-                r->rk, RD_KAFKA_V_TOPIC(topic),
-                RD_KAFKA_V_KEY(m->key, m->key ? m->key_len : 0),
-                RD_KAFKA_V_VALUE((void *)m->payload,
-                                 m->payload ? m->payload_len : 0),
-                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(&dr[i]),
-                RD_KAFKA_V_END);
-            if (kerr != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-                break;
-            rd_kafka_poll(r->rk, 10);
-        }
-        if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            /* Headers are only taken on success. */
-            if (hdrs != NULL)
-                rd_kafka_headers_destroy(hdrs);
-            dr[i].status = -1;
-            log_warn("relay", "could not produce an outbox row",
-                     LF_INT("outbox_id", m->id),
-                     LF_STR("error", rd_kafka_err2str(kerr)));
+/* Waits for the report of every row in flight; a stop waits no longer. */
+static void settle(struct relay *r)
+{
+    while (r->window.sent_count > 0 && !atomic_load(&r->stop_now))
+        rd_kafka_poll(r->rk, SETTLE_POLL_MS);
+}
+
+/* Marks the delivered rows published and frees their slots; 0, or -1. */
+static int mark_delivered(struct relay *r, struct store *store,
+                          struct mw_error *err)
+{
+    struct window *w = &r->window;
+    size_t count = 0;
+
+    for (size_t i = 0; i < w->cap; i++) {
+        if (w->slots[i].state == FLIGHT_DELIVERED) {
+            w->mark_ids[count] = w->slots[i].id;
+            w->mark_slots[count++] = i;
         }
     }
-    /* Wait for every report; a stop request waits no longer. */
-    do {
-        rd_kafka_poll(r->rk, 50);
-        pending = 0;
-        for (size_t i = 0; i < count; i++)
-            pending += dr[i].status == 0;
-    } while (pending > 0 && !atomic_load(&r->stop_now));
-    for (size_t i = 0; i < count; i++) {
-        if (dr[i].status == 1)
-            ids[delivered++] = msgs[i].id;
-    }
-    return delivered;
+    if (count == 0)
+        return 0;
+    if (store_outbox_mark_published(store, w->mark_ids, count,
+                                    r->cfg->outbox_retention_ms > 0, err) < 0)
+        return -1;
+    for (size_t i = 0; i < count; i++)
+        window_release(w, w->mark_slots[i]);
+    atomic_fetch_add(&mw_metrics.published, (long long)count);
+    return 0;
 }
 
 static void maintenance(struct relay *r, struct store *store)
@@ -192,18 +357,18 @@ static void maintenance(struct relay *r, struct store *store)
 static void *relay_main(void *arg)
 {
     struct relay *r = arg;
+    struct window *w = &r->window;
     struct store *store = NULL;
     struct mw_arena *arena = arena_new();
-    size_t cap = (size_t)r->cfg->relay_batch_size;
-    struct delivery *dr = calloc(cap, sizeof(*dr));
-    int64_t *ids = calloc(cap, sizeof(*ids));
+    size_t cap = w->cap;
     int64_t next_maintenance = 0, backoff = 100;
     bool leader = false;
     struct mw_error err;
 
     while (!atomic_load(&r->stop_now)) {
         struct store_outbox_msg *msgs;
-        size_t count, delivered;
+        size_t count, fresh, left;
+        int wait_ms;
 
         if (store == NULL) {
             store = store_new(r->conninfo, &err);
@@ -238,24 +403,34 @@ static void *relay_main(void *arg)
             maintenance(r, store);
             next_maintenance = mono_ms() + MAINTENANCE_EVERY_MS;
         }
+        rd_kafka_poll(r->rk, 0);
+        if (w->is_failed || w->free_count < cap - cap / 2) {
+            bool is_failed = w->is_failed;
+
+            settle(r);
+            if (atomic_load(&r->stop_now))
+                break;
+            window_release_failed(w);
+            if (mark_delivered(r, store, &err) < 0)
+                goto db_error;
+            if (is_failed) /* try the failed rows again, not in a loop */
+                rd_kafka_poll(r->rk, SETTLE_POLL_MS);
+        }
         arena_reset(arena);
         if (store_outbox_fetch(store, cap, arena, &msgs, &count, &err) < 0)
             goto db_error;
         atomic_store(&mw_metrics.db_ready, 1);
-        if (count == 0) {
-            if (atomic_load(&r->draining))
-                break;
-            if (store_outbox_wait(store, IDLE_WAIT_MS, &err) < 0)
-                goto db_error;
-            continue;
-        }
-        delivered = publish(r, msgs, count, dr, ids);
-        if (delivered > 0 &&
-            store_outbox_mark_published(store, ids, delivered,
-                                        r->cfg->outbox_retention_ms > 0,
-                                        &err) < 0)
+        fresh = publish(r, msgs, count, &left);
+        /* Marking waits for the round's rows, not they for marking. */
+        if (mark_delivered(r, store, &err) < 0)
             goto db_error;
-        atomic_fetch_add(&mw_metrics.published, (long long)delivered);
+        if (fresh == 0 && w->free_count == cap && atomic_load(&r->draining))
+            break;
+        if (left > 0 || (count == cap && fresh > 0))
+            continue; /* more rows are waiting */
+        wait_ms = w->free_count < cap ? FLIGHT_WAIT_MS : IDLE_WAIT_MS;
+        if (store_outbox_wait(store, wait_ms, &err) < 0)
+            goto db_error;
         continue;
     db_error:
         atomic_store(&mw_metrics.db_ready, 0);
@@ -265,13 +440,11 @@ static void *relay_main(void *arg)
         store = NULL;
         leader = false;
     }
-    /* Reports of rows still in flight point into dr: settle them first. */
+    /* Rows still in flight stay in the outbox for the next leader. */
     rd_kafka_purge(r->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     rd_kafka_flush(r->rk, 1000);
     store_destroy(store);
     arena_destroy(arena);
-    free(dr);
-    free(ids);
     pthread_mutex_lock(&r->lock);
     atomic_store(&r->finished, 1);
     pthread_cond_broadcast(&r->done);
@@ -326,6 +499,8 @@ void relay_destroy(struct relay *r)
         rd_kafka_flush(r->rk, 1000);
         rd_kafka_destroy(r->rk);
     }
+    /* After the producer: a late report would point into the window. */
+    window_free(&r->window);
     pthread_mutex_destroy(&r->lock);
     pthread_cond_destroy(&r->done);
     free(r->conninfo);

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 import harness
 from harness import TOPIC_DLQ, TOPIC_EVENTS, request
@@ -88,6 +89,19 @@ def test_broker_down_and_back_recovers_without_restart(
     assert w.alive()
 
 
+def _topic_size(bootstrap, topic):
+    """Messages in topic: the sum of its partitions' high watermarks."""
+    c = Consumer({"bootstrap.servers": bootstrap,
+                  "group.id": "mw-test-size"})
+    try:
+        md = c.list_topics(topic, timeout=10)
+        return sum(c.get_watermark_offsets(TopicPartition(topic, p),
+                                           timeout=10)[1]
+                   for p in md.topics[topic].partitions)
+    finally:
+        c.close()
+
+
 def _migrated(db):
     try:
         db.query("SELECT 1 FROM requests LIMIT 1")
@@ -122,3 +136,38 @@ def test_replicas_joining_and_leaving_mid_stream_lose_and_double_nothing(
     assert_exactly_once(db, kafka, avro_codec, reqs, timeout=240)
     assert w3.alive()
     assert "partitions revoked" in w1.log_text()
+
+
+def test_slow_acknowledgements_publish_each_event_once_in_commit_order(
+        db, kafka, workers, avro_codec):
+    # Published rows are kept, so that the commit order can be read back.
+    w = workers(kafka.bootstrap, db.url, MESH_WORKER_OUTBOX_RETENTION="1h")
+    # Every answer now takes 200 ms: the relay produces round after round
+    # while the delivery reports of the earlier rounds are still out.
+    kafka.command("rtt 1 200")
+    # Rejected, so that all five events of a request carry its id as key.
+    firsts = [request(licenses=0) for _ in range(20)]
+    for wave in range(5):
+        batch = [dict(f, company_name="Variant %d" % wave) if wave else f
+                 for f in firsts]
+        produce_requests(kafka, avro_codec, batch)
+    want = len(firsts) * 5
+    harness.wait_for(lambda: _migrated(db) and db.query(
+        "SELECT count(*), count(published_at) FROM outbox")[0] ==
+        (want, want), 120, "every outbox row to be marked published")
+    kafka.command("rtt 1 0")
+    events = harness.read_topic(kafka.bootstrap, TOPIC_EVENTS,
+                                lambda ms: len(ms) >= want)
+    # Nothing produced twice: a row in flight is not produced again.
+    assert _topic_size(kafka.bootstrap, TOPIC_EVENTS) == want
+    for f in firsts:
+        keyed = sorted((m for m in events
+                        if m["key"] == f["request_id"].encode()),
+                       key=lambda m: m["offset"])
+        published = [m["headers"]["event_id"].decode() for m in keyed]
+        committed = [str(r[0]) for r in db.query(
+            "SELECT event_id FROM outbox WHERE key = %s ORDER BY id",
+            f["request_id"].encode())]
+        assert published == committed
+        assert len(published) == 5
+    assert w.alive()
