@@ -216,7 +216,12 @@ struct relay *relay_new(const struct mw_config *cfg, const char *conninfo,
     if (kafka_conf_set(conf, "bootstrap.servers", bootstrap, err) < 0 ||
         kafka_conf_set(conf, "enable.idempotence", "true", err) < 0 ||
         kafka_conf_set(conf, "acks", "all", err) < 0 ||
-        kafka_conf_set(conf, "linger.ms", "2", err) < 0 ||
+        /* A round is produced at once: waiting for more rows to come
+         * only delays the first ones.  Without Nagle's algorithm a
+         * request does not wait for the broker to acknowledge the one
+         * before it. */
+        kafka_conf_set(conf, "linger.ms", "0", err) < 0 ||
+        kafka_conf_set(conf, "socket.nagle.disable", "true", err) < 0 ||
         kafka_conf_set(conf, "message.timeout.ms", "0", err) < 0 ||
         kafka_conf_set(conf, "partitioner", "murmur2_random", err) < 0 ||
         kafka_conf_set(conf, "compression.type", "lz4", err) < 0 ||
