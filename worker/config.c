@@ -59,7 +59,7 @@ const struct config_var config_vars[] = {
      "how long published outbox rows are kept (0: deleted at once)"},
     {"MESH_WORKER_BATCH_SIZE", "500",
      "most requests handled in one database transaction"},
-    {"MESH_WORKER_BATCH_WAIT", "5ms",
+    {"MESH_WORKER_BATCH_WAIT", "1ms",
      "longest wait for a batch to fill once it has a message"},
     {"MESH_WORKER_RELAY_BATCH_SIZE", "2000",
      "most outbox rows published in one round"},
@@ -435,7 +435,7 @@ int config_load(struct mw_config *cfg, struct mw_error *err)
                      &cfg->scheduler_interval_ms, err) < 0 ||
         get_duration("MESH_WORKER_OUTBOX_RETENTION", "0", 0,
                      &cfg->outbox_retention_ms, err) < 0 ||
-        get_duration("MESH_WORKER_BATCH_WAIT", "5ms", 0, &cfg->batch_wait_ms,
+        get_duration("MESH_WORKER_BATCH_WAIT", "1ms", 0, &cfg->batch_wait_ms,
                      err) < 0 ||
         get_duration("MESH_WORKER_DATABASE_WAIT", "60s", 0,
                      &cfg->database_wait_ms, err) < 0 ||
