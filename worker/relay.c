@@ -314,13 +314,6 @@ static size_t publish(struct relay *r, const struct store_outbox_msg *msgs,
     return fresh;
 }
 
-/* Waits for the report of every row in flight; a stop waits no longer. */
-static void settle(struct relay *r)
-{
-    while (r->window.sent_count > 0 && !atomic_load(&r->stop_now))
-        rd_kafka_poll(r->rk, SETTLE_POLL_MS);
-}
-
 /* Marks the delivered rows published and frees their slots; 0, or -1. */
 static int mark_delivered(struct relay *r, struct store *store,
                           struct mw_error *err)
@@ -345,6 +338,28 @@ static int mark_delivered(struct relay *r, struct store *store,
     return 0;
 }
 
+/*
+ * Waits for the report of every row in flight (a stop waits no longer),
+ * gives the failed rows back to the outbox and marks the delivered ones.
+ * After a failure it pauses, so that a row Kafka keeps refusing is not
+ * tried again in a tight loop.  Returns 0, or -1 with err.
+ */
+static int settle(struct relay *r, struct store *store, struct mw_error *err)
+{
+    struct window *w = &r->window;
+    bool is_failed;
+
+    while (w->sent_count > 0 && !atomic_load(&r->stop_now))
+        rd_kafka_poll(r->rk, SETTLE_POLL_MS);
+    is_failed = w->is_failed;
+    window_release_failed(w);
+    if (mark_delivered(r, store, err) < 0)
+        return -1;
+    if (is_failed)
+        rd_kafka_poll(r->rk, SETTLE_POLL_MS);
+    return 0;
+}
+
 static void maintenance(struct relay *r, struct store *store)
 {
     struct mw_error err;
@@ -366,14 +381,15 @@ static void *relay_main(void *arg)
     struct store *store = NULL;
     struct mw_arena *arena = arena_new();
     size_t cap = w->cap;
-    int64_t next_maintenance = 0, backoff = 100;
-    bool leader = false;
+    int64_t next_maintenance = 0, backoff = 100, fetched_at = 0;
+    bool leader = false, is_due = true;
     struct mw_error err;
 
     while (!atomic_load(&r->stop_now)) {
         struct store_outbox_msg *msgs;
         size_t count, fresh, left;
-        int wait_ms;
+        bool is_fetched;
+        int wait_ms, notified;
 
         if (store == NULL) {
             store = store_new(r->conninfo, &err);
@@ -410,32 +426,37 @@ static void *relay_main(void *arg)
         }
         rd_kafka_poll(r->rk, 0);
         if (w->is_failed || w->free_count < cap - cap / 2) {
-            bool is_failed = w->is_failed;
-
-            settle(r);
+            if (settle(r, store, &err) < 0)
+                goto db_error;
             if (atomic_load(&r->stop_now))
                 break;
-            window_release_failed(w);
-            if (mark_delivered(r, store, &err) < 0)
-                goto db_error;
-            if (is_failed) /* try the failed rows again, not in a loop */
-                rd_kafka_poll(r->rk, SETTLE_POLL_MS);
+            is_due = true;
         }
-        arena_reset(arena);
-        if (store_outbox_fetch(store, cap, arena, &msgs, &count, &err) < 0)
-            goto db_error;
-        atomic_store(&mw_metrics.db_ready, 1);
-        fresh = publish(r, msgs, count, &left);
+        /* Without a notification, a wake-up with rows in flight is for
+         * their reports: reading the outbox would find nothing new. */
+        is_fetched = is_due || atomic_load(&r->draining);
+        count = fresh = left = 0;
+        if (is_fetched) {
+            arena_reset(arena);
+            if (store_outbox_fetch(store, cap, arena, &msgs, &count, &err) < 0)
+                goto db_error;
+            atomic_store(&mw_metrics.db_ready, 1);
+            fetched_at = mono_ms();
+            fresh = publish(r, msgs, count, &left);
+        }
         /* Marking waits for the round's rows, not they for marking. */
         if (mark_delivered(r, store, &err) < 0)
             goto db_error;
-        if (fresh == 0 && w->free_count == cap && atomic_load(&r->draining))
+        if (is_fetched && fresh == 0 && w->free_count == cap &&
+            atomic_load(&r->draining))
             break;
-        if (left > 0 || (count == cap && fresh > 0))
+        if (is_fetched && (left > 0 || (count == cap && fresh > 0)))
             continue; /* more rows are waiting */
         wait_ms = w->free_count < cap ? FLIGHT_WAIT_MS : IDLE_WAIT_MS;
-        if (store_outbox_wait(store, wait_ms, &err) < 0)
+        notified = store_outbox_wait(store, wait_ms, &err);
+        if (notified < 0)
             goto db_error;
+        is_due = notified == 1 || mono_ms() - fetched_at >= IDLE_WAIT_MS;
         continue;
     db_error:
         atomic_store(&mw_metrics.db_ready, 0);
@@ -444,6 +465,7 @@ static void *relay_main(void *arg)
         store_destroy(store);
         store = NULL;
         leader = false;
+        is_due = true;
     }
     /* Rows still in flight stay in the outbox for the next leader. */
     rd_kafka_purge(r->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
