@@ -31,6 +31,8 @@
 
 #define DAY_MS (24LL * 60 * 60 * 1000)
 #define TRACEPARENT "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+#define TERMINATION_TRACEPARENT                                                \
+    "00-11111111111111111111111111111111-2222222222222222-01"
 
 static const char *db_url;
 static PGconn *admin;
@@ -206,8 +208,7 @@ static struct store_item terminate(struct store *store, struct mw_arena *arena,
     item.is_valid = true;
     memset(item.payload_hash, 0x55, sizeof(item.payload_hash));
     item.occurred_at = now;
-    item.traceparent =
-        "00-11111111111111111111111111111111-2222222222222222-01";
+    item.traceparent = TERMINATION_TRACEPARENT;
     check_ok(store_batch_claim(store, &item, 1, arena, &err), &err);
     check_ok(store_batch_finish(store, NULL, 0, &err), &err);
     return item;
@@ -642,6 +643,291 @@ static void claimed_timers_are_skipped_then_fired_after_a_crash(void **state)
     arena_destroy(arena);
 }
 
+/* ---- several timers of one customer in one batch ---- */
+
+static const char *ms_text(struct mw_arena *arena, int64_t ms)
+{
+    return arena_printf(arena, "%lld", (long long)ms);
+}
+
+/*
+ * Claims the timers due at now in a transaction left open, as the
+ * scheduler does before it writes the events.  Returns how many.
+ */
+static size_t claim_due(struct store *store, struct mw_arena *arena,
+                        int64_t now, struct store_timer **timers)
+{
+    struct mw_error err = {0};
+    size_t count = 0;
+
+    check_ok(store_timers_claim(store, now, 10, arena, timers, &count, &err),
+             &err);
+    return count;
+}
+
+/*
+ * A 14-day trial created at base, with its reminder at day 11, once
+ * everything older has fired (so that a batch holds this customer's
+ * timers only), and its termination accepted on day 1, effective at
+ * effective (0: at once).  Returns the customer id; *term, when not NULL,
+ * gets the termination.
+ */
+static const char *terminated_trial(struct store *store, struct codec *codec,
+                                    struct mw_arena *arena, int64_t base,
+                                    int64_t effective, struct store_item *term)
+{
+    const char *customer;
+    struct store_item item;
+
+    fire(store, codec, base);
+    customer = create_customer(store, arena, MW_ACCOUNT_TRIAL, base,
+                               14 * DAY_MS, base + 11 * DAY_MS, NULL);
+    item = terminate(store, arena, customer, base + DAY_MS, effective);
+    assert_int_equal(item.outcome, STORE_SCHEDULED);
+    if (term != NULL)
+        *term = item;
+    return customer;
+}
+
+static void assert_claimed(const struct store_timer *t, const char *customer,
+                           enum store_timer_kind kind,
+                           enum store_timer_action action, bool was_trial)
+{
+    assert_string_equal(t->customer_id, customer);
+    assert_int_equal(t->kind, kind);
+    assert_int_equal(t->action, action);
+    assert_int_equal(t->was_trial, was_trial);
+}
+
+static void conversion_then_termination_in_one_batch_both_apply(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    struct codec *codec = open_codec();
+    int64_t base = new_base();
+    int64_t ends = base + 14 * DAY_MS;
+    int64_t effective = base + 20 * DAY_MS;
+    const char *customer;
+    struct store_item term;
+    struct store_timer *timers;
+
+    (void)state;
+    customer = terminated_trial(store, codec, arena, base, effective, &term);
+    assert_int_equal(claim_due(store, arena, base + 30 * DAY_MS, &timers), 3);
+    assert_claimed(&timers[0], customer, STORE_TIMER_TRIAL_ENDING,
+                   STORE_TIMER_FIRED, true);
+    assert_claimed(&timers[1], customer, STORE_TIMER_TRIAL_CONVERSION,
+                   STORE_TIMER_FIRED, true);
+    assert_int_equal(timers[1].due_at, ends);
+    /* Converted just before: no longer on trial when terminated. */
+    assert_claimed(&timers[2], customer, STORE_TIMER_TERMINATION,
+                   STORE_TIMER_FIRED, false);
+    assert_int_equal(timers[2].due_at, effective);
+    assert_string_equal(timers[2].request_id, term.termination->request_id);
+    assert_string_equal(timers[2].traceparent, TERMINATION_TRACEPARENT);
+    assert_string_equal(timers[1].traceparent, TRACEPARENT);
+    store_batch_abort(store);
+
+    assert_int_equal(fire(store, codec, base + 30 * DAY_MS), 3);
+    assert_int_equal(query_num("SELECT count(*) FROM customers WHERE "
+                               "customer_id = $1 AND status = 'TERMINATED' "
+                               "AND NOT billable AND billing_starts_at = "
+                               "mw_ms_to_ts($2) AND terminated_at = "
+                               "mw_ms_to_ts($3)",
+                               3, customer, ms_text(arena, ends),
+                               ms_text(arena, effective)),
+                     1);
+    assert_int_equal(query_num("SELECT count(*) FROM timers WHERE "
+                               "customer_id = $1 AND fired_at = "
+                               "mw_ms_to_ts($2) AND NOT cancelled",
+                               2, customer, ms_text(arena, base + 30 * DAY_MS)),
+                     3);
+    assert_int_equal(query_num("SELECT count(*) FROM terminations WHERE "
+                               "request_id = $1 AND applied_at = "
+                               "mw_ms_to_ts($2)",
+                               2, term.termination->request_id,
+                               ms_text(arena, base + 30 * DAY_MS)),
+                     1);
+    assert_int_equal(query_num("SELECT count(*) FROM customer_domains WHERE "
+                               "customer_id = $1 AND released_at IS NULL",
+                               1, customer),
+                     0);
+    codec_destroy(codec);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+static void termination_then_conversion_in_one_batch_cancels_it(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    struct codec *codec = open_codec();
+    int64_t base = new_base();
+    int64_t effective = base + 2 * DAY_MS;
+    const char *customer;
+    struct store_timer *timers;
+
+    (void)state;
+    customer = terminated_trial(store, codec, arena, base, effective, NULL);
+    assert_int_equal(claim_due(store, arena, base + 30 * DAY_MS, &timers), 3);
+    assert_claimed(&timers[0], customer, STORE_TIMER_TERMINATION,
+                   STORE_TIMER_FIRED, true);
+    assert_string_equal(timers[0].traceparent, TERMINATION_TRACEPARENT);
+    /* Cancelled by the termination earlier in the same batch. */
+    assert_claimed(&timers[1], customer, STORE_TIMER_TRIAL_ENDING,
+                   STORE_TIMER_CANCELLED, false);
+    assert_claimed(&timers[2], customer, STORE_TIMER_TRIAL_CONVERSION,
+                   STORE_TIMER_CANCELLED, false);
+    store_batch_abort(store);
+
+    assert_int_equal(fire(store, codec, base + 30 * DAY_MS), 1);
+    assert_int_equal(query_num("SELECT count(*) FROM customers WHERE "
+                               "customer_id = $1 AND status = 'TERMINATED' "
+                               "AND NOT billable AND terminated_at = "
+                               "mw_ms_to_ts($2)",
+                               2, customer, ms_text(arena, effective)),
+                     1);
+    assert_int_equal(query_num("SELECT count(*) FROM timers WHERE "
+                               "customer_id = $1 AND kind <> 'TERMINATION' "
+                               "AND cancelled AND fired_at = mw_ms_to_ts($2)",
+                               2, customer, ms_text(arena, base + 30 * DAY_MS)),
+                     2);
+    assert_int_equal(query_num("SELECT count(*) FROM timers WHERE "
+                               "customer_id = $1 AND kind = 'TERMINATION' "
+                               "AND NOT cancelled AND fired_at IS NOT NULL",
+                               1, customer),
+                     1);
+    codec_destroy(codec);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+static void termination_cancels_timers_not_due_yet(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    struct codec *codec = open_codec();
+    int64_t base = new_base();
+    const char *customer;
+    struct events ev;
+
+    (void)state;
+    /* Effective at once: only the termination is due. */
+    customer = terminated_trial(store, codec, arena, base, 0, NULL);
+    assert_int_equal(fire(store, codec, base + 2 * DAY_MS), 1);
+    assert_int_equal(query_num("SELECT count(*) FROM timers WHERE "
+                               "customer_id = $1 AND kind <> 'TERMINATION' "
+                               "AND cancelled AND fired_at = mw_ms_to_ts($2)",
+                               2, customer, ms_text(arena, base + 2 * DAY_MS)),
+                     2);
+    assert_int_equal(query_num("SELECT count(*) FROM customers WHERE "
+                               "customer_id = $1 AND status = 'TERMINATED' "
+                               "AND terminated_at = mw_ms_to_ts($2)",
+                               2, customer, ms_text(arena, base + DAY_MS)),
+                     1);
+    assert_int_equal(fire(store, codec, base + 30 * DAY_MS), 0);
+    customer_events(codec, arena, customer, &ev);
+    assert_int_equal(ev.count, 1);
+    assert_int_equal(ev.recs[0].type, MW_REC_CUSTOMER_TERMINATED);
+    assert_true(ev.recs[0].u.terminated.was_trial);
+    codec_destroy(codec);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+/* Teardown: ends the holder's transaction, so later tests are not held. */
+static int close_holder(void **state)
+{
+    PQfinish(*state);
+    *state = NULL;
+    return 0;
+}
+
+static void timers_behind_a_held_timer_are_deferred(void **state)
+{
+    static const char sql_hold[] =
+        "SELECT id FROM timers WHERE customer_id = $1 "
+        "AND kind = 'TRIAL_ENDING' FOR UPDATE";
+    struct mw_arena *arena = arena_new();
+    struct codec *codec = open_codec();
+    PGconn *holder = PQconnectdb(db_url);
+    int64_t base = new_base();
+    const char *customer;
+    const char *values[1];
+    struct store *store;
+    struct store_timer *timers;
+    struct mw_error err = {0};
+    struct events ev;
+    PGresult *res;
+
+    /* Closed by close_holder even when an assertion fails. */
+    *state = holder;
+    /* A claim that waited for the holder would be the bug: let it fail in
+     * seconds rather than at the test's time limit. */
+    store =
+        store_new(arena_printf(arena, "%s%coptions=-c%%20lock_timeout%%3D5s",
+                               db_url, strchr(db_url, '?') ? '&' : '?'),
+                  &err);
+    if (store == NULL)
+        mw_error_print(&err, "store_new");
+    assert_non_null(store);
+    assert_int_equal(PQstatus(holder), CONNECTION_OK);
+    customer =
+        terminated_trial(store, codec, arena, base, base + 20 * DAY_MS, NULL);
+
+    /* Another replica has claimed the reminder and not yet applied it. */
+    values[0] = customer;
+    res = PQexec(holder, "BEGIN");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    res = PQexecParams(holder, sql_hold, 1, NULL, values, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    assert_int_equal(PQntuples(res), 1);
+    PQclear(res);
+
+    /* The conversion and the termination wait for it, in order. */
+    assert_int_equal(claim_due(store, arena, base + 30 * DAY_MS, &timers), 2);
+    assert_claimed(&timers[0], customer, STORE_TIMER_TRIAL_CONVERSION,
+                   STORE_TIMER_DEFERRED, true);
+    assert_claimed(&timers[1], customer, STORE_TIMER_TERMINATION,
+                   STORE_TIMER_DEFERRED, true);
+    check_ok(store_batch_finish(store, NULL, 0, &err), &err);
+    assert_int_equal(query_num("SELECT count(*) FROM timers WHERE "
+                               "customer_id = $1 AND fired_at IS NULL",
+                               1, customer),
+                     3);
+    assert_int_equal(query_num("SELECT count(*) FROM customers WHERE "
+                               "customer_id = $1 AND status = 'TRIAL' "
+                               "AND terminated_at IS NULL",
+                               1, customer),
+                     1);
+    assert_int_equal(query_num("SELECT count(*) FROM customer_domains WHERE "
+                               "customer_id = $1 AND released_at IS NULL",
+                               1, customer),
+                     1);
+    assert_int_equal(query_num("SELECT count(*) FROM terminations WHERE "
+                               "customer_id = $1 AND applied_at IS NULL",
+                               1, customer),
+                     1);
+
+    /* The holder gives up: all three fire, oldest first. */
+    res = PQexec(holder, "ROLLBACK");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    assert_int_equal(fire(store, codec, base + 30 * DAY_MS), 3);
+    customer_events(codec, arena, customer, &ev);
+    assert_int_equal(ev.count, 3);
+    assert_int_equal(ev.recs[0].type, MW_REC_TRIAL_ENDING);
+    assert_int_equal(ev.recs[1].type, MW_REC_TRIAL_CONVERTED);
+    assert_int_equal(ev.recs[2].type, MW_REC_CUSTOMER_TERMINATED);
+    assert_false(ev.recs[2].u.terminated.was_trial);
+    PQfinish(holder);
+    *state = NULL;
+    codec_destroy(codec);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
 /* ---- operators ---- */
 
 static void pending_and_describe_show_the_timers(void **state)
@@ -739,6 +1025,11 @@ int main(void)
         cmocka_unit_test(future_termination_fires_at_its_time_not_before),
         cmocka_unit_test(three_schedulers_fire_each_timer_once),
         cmocka_unit_test(claimed_timers_are_skipped_then_fired_after_a_crash),
+        cmocka_unit_test(conversion_then_termination_in_one_batch_both_apply),
+        cmocka_unit_test(termination_then_conversion_in_one_batch_cancels_it),
+        cmocka_unit_test(termination_cancels_timers_not_due_yet),
+        cmocka_unit_test_teardown(timers_behind_a_held_timer_are_deferred,
+                                  close_holder),
         cmocka_unit_test(pending_and_describe_show_the_timers),
     };
 
