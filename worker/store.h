@@ -235,11 +235,11 @@ struct store_timer {
  * Opens a transaction and claims up to max timers due at now_ms (the
  * worker's clock), oldest first, skipping those another transaction
  * holds, and applies them (see mw_fire_due_timers in
- * migrations/0003_lifecycle.sql).  Returns 0 with the transaction open,
- * to be ended by store_batch_finish with the events of the FIRED timers
- * (or store_batch_abort), and *timers (from arena) set to *count claimed
- * timers; or -1 with err and the transaction rolled back.  Deadlocks and
- * serialization failures are retried inside.
+ * migrations/0005_set_based_timers.sql).  Returns 0 with the transaction
+ * open, to be ended by store_batch_finish with the events of the FIRED
+ * timers (or store_batch_abort), and *timers (from arena) set to *count
+ * claimed timers; or -1 with err and the transaction rolled back.
+ * Deadlocks and serialization failures are retried inside.
  */
 int store_timers_claim(struct store *store, int64_t now_ms, size_t max,
                        struct mw_arena *arena, struct store_timer **timers,
