@@ -560,6 +560,22 @@ static const char *enum_name(const char *const *names, int count, int value)
     return value >= 0 && value < count ? names[value] : NULL;
 }
 
+/*
+ * Writes s at p as a quoted element of a text[] literal (at most
+ * 2 * strlen(s) + 2 bytes); returns the end.
+ */
+static char *put_quoted(char *p, const char *s)
+{
+    *p++ = '"';
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            *p++ = '\\';
+        *p++ = *s;
+    }
+    *p++ = '"';
+    return p;
+}
+
 /* Writes a text[] literal of strs, every element quoted, into arena. */
 static char *array_literal(struct mw_arena *arena, const char *const *strs,
                            size_t count)
@@ -577,13 +593,7 @@ static char *array_literal(struct mw_arena *arena, const char *const *strs,
     for (size_t i = 0; i < count; i++) {
         if (i > 0)
             *p++ = ',';
-        *p++ = '"';
-        for (const char *s = strs[i]; *s; s++) {
-            if (*s == '"' || *s == '\\')
-                *p++ = '\\';
-            *p++ = *s;
-        }
-        *p++ = '"';
+        p = put_quoted(p, strs[i]);
     }
     *p++ = '}';
     *p = '\0';
@@ -696,13 +706,7 @@ static void text_array_put(struct text_array *a, const char *s)
         a->len += 4;
         return;
     }
-    a->buf[a->len++] = '"';
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            a->buf[a->len++] = '\\';
-        a->buf[a->len++] = *s;
-    }
-    a->buf[a->len++] = '"';
+    a->len = (size_t)(put_quoted(a->buf + a->len, s) - a->buf);
 }
 
 /* Closes a and returns its text, or NULL when out of memory. */
