@@ -3,9 +3,13 @@
  *
  * The PostgreSQL cluster lives in <data dir>/postgresql and listens on a
  * Unix socket in <data dir>/run only, so it never collides with another
- * server on the machine.  Programs are run with fork/exec and an argument
- * vector, never through a shell.  Only a server this process started is
- * stopped on exit.
+ * server on the machine.  As root the server runs as the "postgres" user;
+ * when that user cannot enter the data directory (one below a 0700
+ * directory such as mktemp makes), the cluster is kept in the postgres
+ * user's home instead, under mesh-worker/<id of the data directory>, and
+ * <data dir>/postgresql links to it.  Programs are run with fork/exec and
+ * an argument vector, never through a shell.  Only a server this process
+ * started is stopped on exit.
  */
 #include "embedded.h"
 
@@ -101,10 +105,10 @@ void embedded_kafka_stop(struct embedded_kafka *ek)
 
 struct embedded_pg {
     char bindir[PATH_MAX];
-    char pgdata[PATH_MAX + 32];
-    char rundir[PATH_MAX + 32];
-    char logfile[PATH_MAX + 32];
-    char conninfo[PATH_MAX + 128];
+    char pgdata[PATH_MAX + 128];
+    char rundir[PATH_MAX + 128];
+    char logfile[PATH_MAX + 128];
+    char conninfo[PATH_MAX + 256];
     const char *run_as; /* "postgres" when we are root, else NULL */
     int started;        /* we started it, so we stop it */
 };
@@ -169,6 +173,64 @@ static int run(const struct embedded_pg *pg, char *const argv[])
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/*
+ * Finds the first directory on the way to path (path included) that the
+ * user cannot enter, as that user would: a child process takes the user's
+ * identity and tries each prefix.  Writes it to blocked and returns 1;
+ * returns 0 when the user reaches path, -1 when the check could not run.
+ */
+static int find_blocking_dir(const char *path, const struct passwd *user,
+                             char *blocked, size_t len)
+{
+    int fds[2];
+    pid_t pid;
+    int status;
+    ssize_t got;
+
+    if (pipe(fds) < 0)
+        return -1;
+    pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        char prefix[PATH_MAX];
+        size_t n = strlen(path);
+
+        close(fds[0]);
+        if (setgid(user->pw_gid) != 0 || setuid(user->pw_uid) != 0)
+            _exit(2);
+        for (size_t i = 1; i <= n; i++) {
+            if (i < n && path[i] != '/')
+                continue;
+            if (i >= sizeof(prefix))
+                _exit(2);
+            memcpy(prefix, path, i);
+            prefix[i] = '\0';
+            if (access(prefix, X_OK) != 0 ||
+                (i == n && access(prefix, R_OK | W_OK) != 0)) {
+                if (write(fds[1], prefix, i) != (ssize_t)i)
+                    _exit(2);
+                _exit(1);
+            }
+        }
+        _exit(0);
+    }
+    close(fds[1]);
+    got = read(fds[0], blocked, len - 1);
+    close(fds[0]);
+    blocked[got > 0 ? got : 0] = '\0';
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR)
+            return -1;
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) > 1)
+        return -1;
+    return WEXITSTATUS(status);
+}
+
 static int make_dir(const char *path, const struct passwd *owner,
                     mode_t mode, struct mw_error *err)
 {
@@ -188,11 +250,95 @@ static int make_dir(const char *path, const struct passwd *owner,
     return 0;
 }
 
+/* FNV-1a: a stable name for a data directory's relocated cluster. */
+static unsigned long long path_id(const char *path)
+{
+    unsigned long long h = 14695981039346656037ULL;
+
+    for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+        h ^= *p;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+/*
+ * Chooses where the cluster's files go (out): the data directory base, or,
+ * when owner (the user the server runs as) cannot enter it, a directory
+ * of its own in owner's home that base/postgresql links to.
+ */
+static int choose_cluster_dir(const char *base, const struct passwd *owner,
+                              char *out, size_t len, struct mw_error *err)
+{
+    char blocked[PATH_MAX], home_blocked[PATH_MAX], parent[PATH_MAX + 16];
+    char link[PATH_MAX + 32], target[PATH_MAX + 96];
+    int found;
+    struct stat st;
+
+    snprintf(out, len, "%s", base);
+    if (owner == NULL)
+        return 0;
+    found = find_blocking_dir(base, owner, blocked, sizeof(blocked));
+    if (found == 0)
+        return 0;
+    if (found < 0 || find_blocking_dir(owner->pw_dir, owner, home_blocked,
+                                       sizeof(home_blocked)) != 0) {
+        mw_error_set(err, MW_ERR_CONFIG, false,
+                     "cannot run the embedded PostgreSQL with "
+                     "MESH_WORKER_DATA_DIR \"%s\"",
+                     base);
+        mw_error_detail(err,
+                        "The %s user, which the server runs as, cannot "
+                        "enter \"%s\", and its home \"%s\" is not usable "
+                        "either.",
+                        owner->pw_name, found < 0 ? base : blocked,
+                        owner->pw_dir);
+        mw_error_hint(err,
+                      "Set MESH_WORKER_DATA_DIR to a directory the %s user "
+                      "can reach (for example under /var/lib), or set "
+                      "MESH_WORKER_DATABASE_URL.",
+                      owner->pw_name);
+        return -1;
+    }
+    snprintf(parent, sizeof(parent), "%s/mesh-worker", owner->pw_dir);
+    snprintf(out, len, "%s/%016llx", parent, path_id(base));
+    if (make_dir(parent, owner, 0700, err) < 0 ||
+        make_dir(out, owner, 0700, err) < 0)
+        return -1;
+    snprintf(link, sizeof(link), "%s/postgresql", base);
+    snprintf(target, sizeof(target), "%s/postgresql", out);
+    if (lstat(link, &st) == 0 && !S_ISLNK(st.st_mode)) {
+        mw_error_set(err, MW_ERR_CONFIG, false,
+                     "cannot run the embedded PostgreSQL in \"%s\"", link);
+        mw_error_detail(err,
+                        "The %s user, which the server runs as, cannot "
+                        "enter \"%s\".",
+                        owner->pw_name, blocked);
+        mw_error_hint(err,
+                      "Move the cluster to a directory the %s user can "
+                      "reach and set MESH_WORKER_DATA_DIR to it.",
+                      owner->pw_name);
+        return -1;
+    }
+    if (lstat(link, &st) < 0 && symlink(target, link) < 0) {
+        mw_error_set(err, MW_ERR_SYSTEM, false,
+                     "could not link \"%s\" to \"%s\"", link, target);
+        mw_error_detail(err, "%s", strerror(errno));
+        return -1;
+    }
+    log_info("embedded",
+             "the postgres user cannot enter the data directory; keeping the "
+             "embedded PostgreSQL in its home",
+             LF_STR("path", out), LF_STR("blocked_by", blocked));
+    return 0;
+}
+
 struct embedded_pg *embedded_pg_start(const char *data_dir,
                                       struct mw_error *err)
 {
     struct embedded_pg *pg = calloc(1, sizeof(*pg));
-    char base[PATH_MAX], version_file[PATH_MAX + 64], opts[PATH_MAX + 128];
+    char base[PATH_MAX], cluster[PATH_MAX + 64], version_file[PATH_MAX + 160];
+    char opts[PATH_MAX + 256];
     const struct passwd *owner = NULL;
     struct stat st;
 
@@ -230,9 +376,11 @@ struct embedded_pg *embedded_pg_start(const char *data_dir,
         mw_error_detail(err, "%s", strerror(errno));
         goto fail;
     }
-    snprintf(pg->pgdata, sizeof(pg->pgdata), "%s/postgresql", base);
-    snprintf(pg->rundir, sizeof(pg->rundir), "%s/run", base);
-    snprintf(pg->logfile, sizeof(pg->logfile), "%s/postgresql.log", base);
+    if (choose_cluster_dir(base, owner, cluster, sizeof(cluster), err) < 0)
+        goto fail;
+    snprintf(pg->pgdata, sizeof(pg->pgdata), "%s/postgresql", cluster);
+    snprintf(pg->rundir, sizeof(pg->rundir), "%s/run", cluster);
+    snprintf(pg->logfile, sizeof(pg->logfile), "%s/postgresql.log", cluster);
     /* A Unix socket path has at most 107 bytes. */
     if (strlen(pg->rundir) + strlen("/.s.PGSQL.5432") > 107) {
         mw_error_set(err, MW_ERR_CONFIG, false,

@@ -172,3 +172,69 @@ def test_dlq_replay_sends_messages_back_and_a_valid_one_is_provisioned(
     assert h["x-custom"] == b"kept"
     assert h["dlq.replayed.from"] == b"customer.requests.dlq:0:0"
     assert "dlq.reason" not in h
+
+
+def _pg_ctl():
+    version = sorted(os.listdir("/usr/lib/postgresql"), key=int)[-1]
+    return "/usr/lib/postgresql/%s/bin/pg_ctl" % version
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the postgres user is used "
+                    "only when the worker runs as root")
+def test_embedded_data_dir_below_a_private_directory_works_as_root():
+    """MESH_WORKER_DATA_DIR=$(mktemp -d)/data: the postgres user cannot
+    enter the 0700 parent, so the cluster is kept in its home and linked."""
+    parent = tempfile.mkdtemp(prefix="mw-private-")
+    os.chmod(parent, 0o700)
+    data = os.path.join(parent, "data")
+    env = {"MESH_WORKER_DATA_DIR": data}
+    cluster = None
+    try:
+        for attempt in ("initialise", "reuse"):
+            result = run(["migrate"], env=env, timeout=120)
+            assert result.returncode == 0, (attempt, result.stderr)
+            assert "keeping the embedded PostgreSQL in its home" in \
+                result.stderr, result.stderr
+            assert '"blocked_by":"%s"' % parent in result.stderr
+        link = os.path.join(data, "postgresql")
+        assert os.path.islink(link)
+        cluster = os.path.dirname(os.path.realpath(link))
+        assert cluster.startswith(os.path.expanduser("~postgres") + "/")
+        assert os.path.exists(os.path.join(link, "PG_VERSION"))
+        # migrate stops the server it started: the socket is gone.
+        assert not os.path.exists(os.path.join(cluster, "run",
+                                               ".s.PGSQL.5432"))
+    finally:
+        if cluster is not None:
+            subprocess.run([_pg_ctl(), "-D",
+                            os.path.join(cluster, "postgresql"), "-m",
+                            "immediate", "stop"], capture_output=True,
+                           user="postgres")
+            shutil.rmtree(cluster, ignore_errors=True)
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_embedded_data_dir_that_cannot_be_made_stops_start_up():
+    parent = tempfile.mkdtemp(prefix="mw-notdir-")
+    blocker = os.path.join(parent, "file")
+    open(blocker, "w").close()
+    data = os.path.join(blocker, "data")
+    try:
+        result = run(["migrate"], env={"MESH_WORKER_DATA_DIR": data})
+        assert result.returncode == 2, result.stderr
+        assert 'could not create directory "%s"' % data in result.stderr
+        assert "Not a directory" in result.stderr
+        assert "MESH_WORKER_DATA_DIR" in result.stderr
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.mark.parametrize("value", ["password=x://", "a" * 1100 + "://"])
+def test_registry_url_typo_is_a_configuration_error_not_a_crash(value):
+    result = run(["run"], env={
+        "MESH_WORKER_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "MESH_WORKER_DATABASE_URL": "postgresql://127.0.0.1:1/none",
+        "MESH_WORKER_SCHEMA_REGISTRY_URL": value})
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "MESH_WORKER_SCHEMA_REGISTRY_URL" in result.stderr
+    assert "password=x" not in result.stderr
