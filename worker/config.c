@@ -324,8 +324,12 @@ static int load_registry(struct mw_config *cfg, struct mw_error *err)
 
             if (u < p + len && strncmp(u, "http://", 7) != 0 &&
                 strncmp(u, "https://", 8) != 0) {
-                config_redact_url(cfg->schema_registry_url, shown,
+                /* Only the offending URL, as the others may hold secrets. */
+                char *bad = strndup(u, (size_t)(p + len - u));
+
+                config_redact_url(bad != NULL ? bad : "", shown,
                                   sizeof(shown));
+                free(bad);
                 mw_error_set(err, MW_ERR_CONFIG, false,
                              "invalid value for "
                              "MESH_WORKER_SCHEMA_REGISTRY_URL: \"%s\"",
@@ -477,40 +481,63 @@ void config_free(struct mw_config *cfg)
     memset(cfg, 0, sizeof(*cfg));
 }
 
-/* Copies s to out with the value after "password=" hidden. */
-static void hide_password_param(const char *s, const char *stops, char *out,
-                                size_t len)
+/* Appends n bytes of s to out (of size len, filled to *pos), truncating. */
+static void append(char *out, size_t len, size_t *pos, const char *s, size_t n)
 {
-    const char *pw = strstr(s, "password=");
+    size_t room = len - 1 - *pos;
 
-    if (pw == NULL) {
-        snprintf(out, len, "%s", s);
-        return;
+    if (n > room)
+        n = room;
+    memcpy(out + *pos, s, n);
+    *pos += n;
+    out[*pos] = '\0';
+}
+
+/*
+ * Appends s to out with every value after "password=" hidden up to the
+ * next character of stops.
+ */
+static void append_hiding_passwords(char *out, size_t len, size_t *pos,
+                                    const char *s, const char *stops)
+{
+    const char *pw;
+
+    while ((pw = strstr(s, "password=")) != NULL) {
+        pw += strlen("password=");
+        append(out, len, pos, s, (size_t)(pw - s));
+        append(out, len, pos, "****", 4);
+        s = pw + strcspn(pw, stops);
     }
-    pw += strlen("password=");
-    snprintf(out, len, "%.*s****%s", (int)(pw - s), s, pw + strcspn(pw, stops));
+    append(out, len, pos, s, strlen(s));
 }
 
 void config_redact_url(const char *conninfo, char *out, size_t len)
 {
     const char *scheme = strstr(conninfo, "://");
-    const char *at, *colon;
-    char tmp[1024];
+    const char *rest = conninfo;
+    size_t pos = 0;
 
     if (len == 0)
         return;
+    out[0] = '\0';
     if (scheme == NULL) {
         /* key=value form */
-        hide_password_param(conninfo, " ", out, len);
+        append_hiding_passwords(out, len, &pos, conninfo, " ");
         return;
     }
-    /* postgresql://user:password@host/db?password=... */
-    hide_password_param(conninfo, "&", tmp, sizeof(tmp));
-    scheme = strstr(tmp, "://");
-    at = strchr(scheme + 3, '@');
-    colon = strchr(scheme + 3, ':');
-    if (at != NULL && colon != NULL && colon < at)
-        snprintf(out, len, "%.*s****%s", (int)(colon + 1 - tmp), tmp, at);
-    else
-        snprintf(out, len, "%s", tmp);
+    /* scheme://user:password@host/db?password=... */
+    {
+        const char *host = scheme + 3;
+        size_t authority = strcspn(host, "/?#");
+        const char *at = memrchr(host, '@', authority);
+        const char *colon =
+            at != NULL ? memchr(host, ':', (size_t)(at - host)) : NULL;
+
+        if (colon != NULL) {
+            append(out, len, &pos, conninfo, (size_t)(colon + 1 - conninfo));
+            append(out, len, &pos, "****", 4);
+            rest = at;
+        }
+    }
+    append_hiding_passwords(out, len, &pos, rest, "&");
 }
