@@ -3,7 +3,8 @@
 # compilers and -dev packages, the PostgreSQL server binaries (the worker and
 # the tests start their own private clusters with initdb/pg_ctl, so Debian's
 # default cluster may stay stopped or absent), the Python packages the
-# integration tests import, and a JDK with Maven for the real-broker tests.
+# integration tests import, a JDK with Maven for the real-broker tests, and
+# Prometheus for promtool, which checks and unit-tests the alerting rules.
 #
 # Safe to re-run: when every package is already installed it does nothing
 # and does not touch the network.  Run as root, or as a user with sudo.
@@ -35,13 +36,14 @@ python3-avro
 python3-yaml
 default-jdk-headless
 maven
+prometheus
 "
 
 check_only=false
 case "${1:-}" in
     --check) check_only=true ;;
     -h|--help)
-        sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     "") ;;
