@@ -124,6 +124,26 @@ static bool is_control(uint32_t cp)
 }
 
 /*
+ * Invisible characters that change how the text around them is shown or
+ * hide what it says: bidirectional embeddings, overrides and isolates
+ * (U+202A-U+202E, U+2066-U+2069, "Evil\u202eCorp" displays reversed),
+ * line and paragraph separators, zero-width space and no-break space
+ * (BOM), invisible operators, interlinear annotations, tag characters,
+ * and noncharacters.  The zero-width joiner and non-joiner (U+200C,
+ * U+200D) and the directional marks (U+200E, U+200F, U+061C) stay
+ * allowed: Persian and Indic names and emoji need them, and a mark
+ * cannot reorder the text after it.
+ */
+static bool is_format(uint32_t cp)
+{
+    return cp == 0x00ad || cp == 0x180e || cp == 0x200b ||
+           (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x2064) ||
+           (cp >= 0x2066 && cp <= 0x206f) || cp == 0xfeff ||
+           (cp >= 0xfff9 && cp <= 0xfffb) || (cp >= 0xe0000 && cp <= 0xe007f) ||
+           (cp >= 0xfdd0 && cp <= 0xfdef) || (cp & 0xfffe) == 0xfffe;
+}
+
+/*
  * Writes value into buf (SHOWN_BUF bytes) fit to quote in a message:
  * quotes, backslashes, control characters and bytes that are not UTF-8
  * escaped, and cut after SHOWN_MAX bytes with "...".  Returns buf.
@@ -134,7 +154,7 @@ static const char *show(char buf[SHOWN_BUF], const char *value)
     size_t i = 0, len = 0;
 
     while (s[i] != '\0') {
-        char piece[8];
+        char piece[16];
         size_t start = i, n;
         uint32_t cp;
 
@@ -145,6 +165,8 @@ static const char *show(char buf[SHOWN_BUF], const char *value)
             snprintf(piece, sizeof(piece), "\\%c", (char)cp);
         } else if (is_control(cp)) {
             snprintf(piece, sizeof(piece), "\\x%02X", (unsigned)cp);
+        } else if (is_format(cp)) {
+            snprintf(piece, sizeof(piece), "\\u%04X", (unsigned)cp);
         } else {
             memcpy(piece, s + start, i - start);
             piece[i - start] = '\0';
@@ -161,9 +183,12 @@ static const char *show(char buf[SHOWN_BUF], const char *value)
     return buf;
 }
 
-enum text_verdict { TEXT_OK, TEXT_NOT_UTF8, TEXT_CONTROL };
+enum text_verdict { TEXT_OK, TEXT_NOT_UTF8, TEXT_CONTROL, TEXT_FORMAT };
 
-/* Checks s is UTF-8 without control characters and counts code points. */
+/*
+ * Checks s is UTF-8 without control or invisible formatting characters
+ * (the first one found goes to *control) and counts code points.
+ */
 static enum text_verdict check_text(const char *s, size_t *count,
                                     uint32_t *control)
 {
@@ -176,9 +201,9 @@ static enum text_verdict check_text(const char *s, size_t *count,
 
         if (!utf8_next(u, &i, &cp))
             return TEXT_NOT_UTF8;
-        if (is_control(cp)) {
+        if (is_control(cp) || is_format(cp)) {
             *control = cp;
-            return TEXT_CONTROL;
+            return is_control(cp) ? TEXT_CONTROL : TEXT_FORMAT;
         }
         (*count)++;
     }
@@ -442,6 +467,11 @@ static enum verdict check_email(const char *value, char *why, size_t size)
     case TEXT_CONTROL:
         snprintf(why, size, "is not valid: it contains a control character");
         return INVALID;
+    case TEXT_FORMAT:
+        snprintf(why, size,
+                 "is not valid: it contains an invisible formatting "
+                 "character");
+        return INVALID;
     case TEXT_OK:
         break;
     }
@@ -527,6 +557,13 @@ static void check_text_field(struct check *c, const char *field,
         rules_add_error(c->rej, field, MW_REJ_INVALID_FIELD,
                         "The %s \"%s\" contains a control character "
                         "(U+%04X); only printable characters are allowed.",
+                        label, show(shown, value), (unsigned)control);
+        return;
+    case TEXT_FORMAT:
+        rules_add_error(c->rej, field, MW_REJ_INVALID_FIELD,
+                        "The %s \"%s\" contains an invisible formatting "
+                        "character (U+%04X) that changes how the text is "
+                        "shown; only printable characters are allowed.",
                         label, show(shown, value), (unsigned)control);
         return;
     case TEXT_OK:
@@ -815,6 +852,8 @@ static const char *parse_destination(const char *value, struct destination *d,
         return "it is not valid UTF-8";
     case TEXT_CONTROL:
         return "it contains a control character";
+    case TEXT_FORMAT:
+        return "it contains an invisible formatting character";
     case TEXT_OK:
         break;
     }
