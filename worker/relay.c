@@ -225,6 +225,13 @@ struct relay *relay_new(const struct mw_config *cfg, const char *conninfo,
         kafka_conf_set(conf, "message.timeout.ms", "0", err) < 0 ||
         kafka_conf_set(conf, "partitioner", "murmur2_random", err) < 0 ||
         kafka_conf_set(conf, "compression.type", "lz4", err) < 0 ||
+        /*
+         * A dead letter is the consumed value unchanged, and the consumer
+         * reads values up to its receive.message.max.bytes (100 MB), so
+         * the producer must not refuse what the consumer accepted: the
+         * broker's max.message.bytes of the DLQ topic is the limit.
+         */
+        kafka_conf_set(conf, "message.max.bytes", "100000000", err) < 0 ||
         kafka_conf_set(conf, "reconnect.backoff.max.ms", "1000", err) < 0 ||
         kafka_conf_set(conf, "client.id", "mesh-worker-relay", err) < 0)
         goto fail;
