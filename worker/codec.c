@@ -19,6 +19,7 @@
  */
 #include "codec.h"
 #include "embedded_files.h"
+#include "record.h"
 
 #include <assert.h>
 #include <avro.h>
@@ -38,211 +39,6 @@
 #define SCRATCH_MIN 4096
 
 /*
- * Field positions of each record, in schema order (SPEC §3).  codec_new()
- * checks them against the compiled-in schemas, so the encoders and
- * decoders below can address fields by index.
- */
-enum {
-    REQ_REQUEST_ID,
-    REQ_REQUESTED_AT,
-    REQ_REQUESTED_BY,
-    REQ_MSP_ID,
-    REQ_MSP_DOMAIN,
-    REQ_MAIL_PLATFORM,
-    REQ_SERVICE,
-    REQ_COMPANY_NAME,
-    REQ_PRIMARY_DOMAIN,
-    REQ_ADDITIONAL_DOMAINS,
-    REQ_DELIVERY_DESTINATION,
-    REQ_LICENSES,
-    REQ_DEFAULT_ADMIN_EMAIL,
-    REQ_POLICY_TEMPLATE_ID,
-    REQ_APPLY_GLOBAL_RULES,
-    REQ_MSP_MANAGEMENT,
-    REQ_TWO_FACTOR_REQUIRED,
-    REQ_MONITOR_MODE,
-    REQ_ACCOUNT_TYPE,
-    REQ_COUNT
-};
-
-static const char *const request_fields[REQ_COUNT] = {
-    "request_id",
-    "requested_at",
-    "requested_by",
-    "msp_id",
-    "msp_domain",
-    "mail_platform",
-    "service",
-    "company_name",
-    "primary_domain",
-    "additional_domains",
-    "delivery_destination",
-    "licenses",
-    "default_admin_email",
-    "policy_template_id",
-    "apply_global_rules",
-    "msp_management",
-    "two_factor_required",
-    "monitor_mode",
-    "account_type",
-};
-
-enum {
-    TERM_REQUEST_ID,
-    TERM_REQUESTED_AT,
-    TERM_REQUESTED_BY,
-    TERM_MSP_ID,
-    TERM_CUSTOMER_ID,
-    TERM_EFFECTIVE_AT,
-    TERM_COUNT
-};
-
-static const char *const termination_fields[TERM_COUNT] = {
-    "request_id", "requested_at", "requested_by",
-    "msp_id",     "customer_id",  "effective_at",
-};
-
-enum {
-    CREATED_EVENT_ID,
-    CREATED_CUSTOMER_ID,
-    CREATED_REQUEST_ID,
-    CREATED_MSP_ID,
-    CREATED_OCCURRED_AT,
-    CREATED_REQUESTED_BY,
-    CREATED_COMPANY_NAME,
-    CREATED_PRIMARY_DOMAIN,
-    CREATED_ADDITIONAL_DOMAINS,
-    CREATED_MAIL_PLATFORM,
-    CREATED_SERVICE,
-    CREATED_ACCOUNT_TYPE,
-    CREATED_LICENSES,
-    CREATED_BILLABLE,
-    CREATED_BILLING_STARTS_AT,
-    CREATED_TRIAL_ENDS_AT,
-    CREATED_DEFAULT_ADMIN_EMAIL,
-    CREATED_DELIVERY_DESTINATION,
-    CREATED_POLICY_TEMPLATE_ID,
-    CREATED_APPLY_GLOBAL_RULES,
-    CREATED_MSP_MANAGEMENT,
-    CREATED_TWO_FACTOR_REQUIRED,
-    CREATED_MONITOR_MODE,
-    CREATED_INSTALLATION,
-    CREATED_COUNT
-};
-
-static const char *const created_fields[CREATED_COUNT] = {
-    "event_id",
-    "customer_id",
-    "request_id",
-    "msp_id",
-    "occurred_at",
-    "requested_by",
-    "company_name",
-    "primary_domain",
-    "additional_domains",
-    "mail_platform",
-    "service",
-    "account_type",
-    "licenses",
-    "billable",
-    "billing_starts_at",
-    "trial_ends_at",
-    "default_admin_email",
-    "delivery_destination",
-    "policy_template_id",
-    "apply_global_rules",
-    "msp_management",
-    "two_factor_required",
-    "monitor_mode",
-    "installation",
-};
-
-enum {
-    REJECTED_EVENT_ID,
-    REJECTED_REQUEST_ID,
-    REJECTED_MSP_ID,
-    REJECTED_OCCURRED_AT,
-    REJECTED_REQUESTED_BY,
-    REJECTED_ERRORS,
-    REJECTED_COUNT
-};
-
-static const char *const rejected_fields[REJECTED_COUNT] = {
-    "event_id", "request_id", "msp_id", "occurred_at", "requested_by", "errors",
-};
-
-enum { REJECTION_FIELD, REJECTION_CODE, REJECTION_MESSAGE, REJECTION_COUNT };
-
-static const char *const rejection_error_fields[REJECTION_COUNT] = {
-    "field",
-    "code",
-    "message",
-};
-
-enum {
-    ENDING_EVENT_ID,
-    ENDING_CUSTOMER_ID,
-    ENDING_MSP_ID,
-    ENDING_OCCURRED_AT,
-    ENDING_TRIAL_ENDS_AT,
-    ENDING_LICENSES,
-    ENDING_REQUESTED_BY,
-    ENDING_COUNT
-};
-
-static const char *const trial_ending_fields[ENDING_COUNT] = {
-    "event_id",      "customer_id", "msp_id",       "occurred_at",
-    "trial_ends_at", "licenses",    "requested_by",
-};
-
-enum {
-    CONVERTED_EVENT_ID,
-    CONVERTED_CUSTOMER_ID,
-    CONVERTED_MSP_ID,
-    CONVERTED_OCCURRED_AT,
-    CONVERTED_TRIAL_STARTED_AT,
-    CONVERTED_TRIAL_ENDED_AT,
-    CONVERTED_LICENSES,
-    CONVERTED_BILLING_STARTS_AT,
-    CONVERTED_COUNT
-};
-
-static const char *const trial_converted_fields[CONVERTED_COUNT] = {
-    "event_id",         "customer_id",    "msp_id",   "occurred_at",
-    "trial_started_at", "trial_ended_at", "licenses", "billing_starts_at",
-};
-
-enum {
-    TERMINATED_EVENT_ID,
-    TERMINATED_CUSTOMER_ID,
-    TERMINATED_MSP_ID,
-    TERMINATED_OCCURRED_AT,
-    TERMINATED_TERMINATED_AT,
-    TERMINATED_WAS_TRIAL,
-    TERMINATED_REQUEST_ID,
-    TERMINATED_COUNT
-};
-
-static const char *const terminated_fields[TERMINATED_COUNT] = {
-    "event_id",      "customer_id", "msp_id",     "occurred_at",
-    "terminated_at", "was_trial",   "request_id",
-};
-
-/* The field table of each record type, indexed by mw_record_type. */
-static const struct {
-    const char *const *names;
-    size_t count;
-} record_fields[MW_REC_COUNT] = {
-    {request_fields, REQ_COUNT},
-    {termination_fields, TERM_COUNT},
-    {created_fields, CREATED_COUNT},
-    {rejected_fields, REJECTED_COUNT},
-    {trial_ending_fields, ENDING_COUNT},
-    {trial_converted_fields, CONVERTED_COUNT},
-    {terminated_fields, TERMINATED_COUNT},
-};
-
-/*
  * One record type as this codec reads and writes it: our schema, a value
  * of it reused across messages, and with a registry a value holding the
  * schema's field defaults (has_default says which fields have one).
@@ -256,7 +52,7 @@ struct codec_type {
     uint64_t fingerprint;
     avro_value_t defaults;
     bool has_defaults;
-    bool has_default[CREATED_COUNT];
+    bool has_default[RECORD_MAX_FIELDS];
 };
 
 /*
@@ -276,7 +72,7 @@ struct resolution {
     avro_value_t projection_value;
     avro_value_t resolver_value;
     bool has_values;
-    int map[CREATED_COUNT]; /* CustomerCreated has the most fields */
+    int map[RECORD_MAX_FIELDS];
 };
 
 /*
@@ -946,340 +742,213 @@ static int validate(avro_schema_t schema, const void *buf, size_t len,
 /* ---- Encoding --------------------------------------------------------- */
 
 /*
- * Fills the fields of one generic record.  The first failure is kept in
- * err and makes every later call do nothing, so a record is written as a
- * flat list of calls checked once at the end.
+ * The encoder and decoder below walk the rows of record.h: one function
+ * a direction, whatever the record.  A row's value is read at its offset
+ * from base, which is the struct mw_record for a record's rows and the
+ * item's struct for a nested record's.
  */
-struct put {
-    avro_value_t *record;
-    const char *const *names;
-    struct mw_error *err;
-    bool failed;
-};
 
-static bool put_field(struct put *p, int index, avro_value_t *field)
+/* avro-c refused a value of field name: err says why; returns -1. */
+static int put_refused(const char *name, int rc, struct mw_error *err)
 {
-    if (p->failed)
-        return false;
-    if (avro_value_get_by_index(p->record, (size_t)index, field, NULL) != 0) {
-        mw_error_set(p->err, MW_ERR_INPUT, false,
-                     "could not encode field \"%s\": %s", p->names[index],
-                     avro_strerror());
-        p->failed = true;
-        return false;
-    }
-    return true;
+    mw_error_set(err, rc == ENOMEM ? MW_ERR_SYSTEM : MW_ERR_INPUT,
+                 rc == ENOMEM, "could not encode field \"%s\": %s", name,
+                 avro_strerror());
+    return -1;
 }
 
-static void put_check(struct put *p, int index, int rc)
+/* Sets a ["null", T] field to its null branch; on T returns 1 and branch. */
+static int put_union(const char *name, avro_value_t *field, bool is_null,
+                     avro_value_t *branch, struct mw_error *err)
 {
-    if (rc != 0 && !p->failed) {
-        mw_error_set(p->err, rc == ENOMEM ? MW_ERR_SYSTEM : MW_ERR_INPUT,
-                     rc == ENOMEM, "could not encode field \"%s\": %s",
-                     p->names[index], avro_strerror());
-        p->failed = true;
-    }
+    int rc = avro_value_set_branch(field, is_null ? 0 : 1, branch);
+
+    if (rc == 0 && is_null)
+        rc = avro_value_set_null(branch);
+    if (rc != 0)
+        return put_refused(name, rc, err);
+    return is_null ? 0 : 1;
 }
 
-static void put_string(struct put *p, int index, const char *s)
+static int put_string(const char *name, avro_value_t *field, const char *s,
+                      struct mw_error *err)
 {
-    avro_value_t field;
+    int rc;
 
-    if (!put_field(p, index, &field))
-        return;
     if (s == NULL) {
-        mw_error_set(p->err, MW_ERR_INPUT, false,
+        mw_error_set(err, MW_ERR_INPUT, false,
                      "cannot encode field \"%s\": it is null but required",
-                     p->names[index]);
-        p->failed = true;
-        return;
+                     name);
+        return -1;
     }
-    put_check(p, index, avro_value_set_string(&field, s));
+    rc = avro_value_set_string(field, s);
+    return rc != 0 ? put_refused(name, rc, err) : 0;
 }
 
-static void put_long(struct put *p, int index, int64_t v)
+static int put_enum(const struct record_field *f, avro_value_t *field, int v,
+                    struct mw_error *err)
 {
-    avro_value_t field;
+    int rc;
 
-    if (put_field(p, index, &field))
-        put_check(p, index, avro_value_set_long(&field, v));
-}
-
-static void put_int(struct put *p, int index, int32_t v)
-{
-    avro_value_t field;
-
-    if (put_field(p, index, &field))
-        put_check(p, index, avro_value_set_int(&field, v));
-}
-
-static void put_boolean(struct put *p, int index, bool v)
-{
-    avro_value_t field;
-
-    if (put_field(p, index, &field))
-        put_check(p, index, avro_value_set_boolean(&field, v ? 1 : 0));
-}
-
-static void put_enum(struct put *p, int index, int v, int count)
-{
-    avro_value_t field;
-
-    if (!put_field(p, index, &field))
-        return;
-    if (v < 0 || v >= count) {
-        mw_error_set(p->err, MW_ERR_INPUT, false,
+    if (v < 0 || v >= f->limit) {
+        mw_error_set(err, MW_ERR_INPUT, false,
                      "cannot encode field \"%s\": enum value %d is out of "
                      "range",
-                     p->names[index], v);
-        mw_error_detail(p->err, "The enum has %d symbols.", count);
-        p->failed = true;
-        return;
+                     f->name, v);
+        mw_error_detail(err, "The enum has %d symbols.", f->limit);
+        return -1;
     }
-    put_check(p, index, avro_value_set_enum(&field, v));
+    rc = avro_value_set_enum(field, v);
+    return rc != 0 ? put_refused(f->name, rc, err) : 0;
 }
 
-/* Sets a ["null", T] field to its null branch; on T returns the branch. */
-static bool put_union(struct put *p, int index, bool is_null,
-                      avro_value_t *branch)
+static int put_strings(const struct record_field *f, avro_value_t *field,
+                       const void *base, struct mw_error *err)
+{
+    const char *const *items =
+        *(const char *const *const *)record_at_const(base, f->offset);
+    size_t count = *(const size_t *)record_at_const(base, f->aux_offset);
+    avro_value_t item;
+    int rc = avro_value_reset(field);
+
+    if (rc != 0)
+        return put_refused(f->name, rc, err);
+    if (count > 0 && items == NULL) {
+        mw_error_set(err, MW_ERR_INPUT, false,
+                     "cannot encode field \"%s\": %zu items but no array",
+                     f->name, count);
+        return -1;
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (items[i] == NULL) {
+            mw_error_set(err, MW_ERR_INPUT, false,
+                         "cannot encode field \"%s\": item %zu is null",
+                         f->name, i);
+            return -1;
+        }
+        rc = avro_value_append(field, &item, NULL);
+        if (rc == 0)
+            rc = avro_value_set_string(&item, items[i]);
+        if (rc != 0)
+            return put_refused(f->name, rc, err);
+    }
+    return 0;
+}
+
+static int put_fields(const struct record_table *table, const void *base,
+                      avro_value_t *record, struct mw_error *err);
+
+/* An array of nested records, from the container the row points to. */
+static int put_records(const struct record_field *f, avro_value_t *field,
+                       const void *base, struct mw_error *err)
+{
+    const struct record_array *a = f->array;
+    const void *container =
+        *(const void *const *)record_at_const(base, f->offset);
+    const char *items;
+    size_t count = 0;
+    avro_value_t item;
+    int rc = avro_value_reset(field);
+
+    if (rc != 0)
+        return put_refused(f->name, rc, err);
+    if (container != NULL)
+        count = *(const size_t *)record_at_const(container, a->count_offset);
+    if (container == NULL || count > a->max_items) {
+        mw_error_set(err, MW_ERR_INPUT, false,
+                     "cannot encode field \"%s\": no valid %s", f->name,
+                     a->noun);
+        return -1;
+    }
+    items = record_at_const(container, a->items_offset);
+    for (size_t i = 0; i < count; i++) {
+        rc = avro_value_append(field, &item, NULL);
+        if (rc != 0)
+            return put_refused(f->name, rc, err);
+        if (put_fields(a->item, items + i * a->item_size, &item, err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Writes the value of row f, read from base, into field. */
+static int put_value(const struct record_field *f, avro_value_t *field,
+                     const void *base, struct mw_error *err)
+{
+    const void *at = record_at_const(base, f->offset);
+    avro_value_t branch;
+    int rc = 0;
+
+    switch (f->kind) {
+    case RECORD_STRING:
+        return put_string(f->name, field, *(const char *const *)at, err);
+    case RECORD_TEXT:
+        return put_string(f->name, field, at, err);
+    case RECORD_OPTIONAL_STRING:
+        rc = put_union(f->name, field, *(const char *const *)at == NULL,
+                       &branch, err);
+        return rc <= 0 ? rc
+                       : put_string(f->name, &branch, *(const char *const *)at,
+                                    err);
+    case RECORD_BOOLEAN:
+        rc = avro_value_set_boolean(field, *(const bool *)at ? 1 : 0);
+        break;
+    case RECORD_INT:
+        rc = avro_value_set_int(field, *(const int32_t *)at);
+        break;
+    case RECORD_TIME:
+        rc = avro_value_set_long(field, *(const int64_t *)at);
+        break;
+    case RECORD_OPTIONAL_TIME:
+        rc = put_union(f->name, field,
+                       !*(const bool *)record_at_const(base, f->aux_offset),
+                       &branch, err);
+        if (rc <= 0)
+            return rc;
+        rc = avro_value_set_long(&branch, *(const int64_t *)at);
+        break;
+    case RECORD_ENUM:
+        return put_enum(f, field, *(const int *)at, err);
+    case RECORD_STRINGS:
+        return put_strings(f, field, base, err);
+    case RECORD_RECORDS:
+        return put_records(f, field, base, err);
+    }
+    return rc != 0 ? put_refused(f->name, rc, err) : 0;
+}
+
+/* Fills the generic record from the rows of table read from base. */
+static int put_fields(const struct record_table *table, const void *base,
+                      avro_value_t *record, struct mw_error *err)
 {
     avro_value_t field;
+    int rc;
 
-    if (!put_field(p, index, &field))
-        return false;
-    put_check(p, index, avro_value_set_branch(&field, is_null ? 0 : 1, branch));
-    if (!p->failed && is_null)
-        put_check(p, index, avro_value_set_null(branch));
-    return !p->failed && !is_null;
-}
+    for (size_t i = 0; i < table->count; i++) {
+        const struct record_field *f = &table->fields[i];
 
-static void put_optional_string(struct put *p, int index, const char *s)
-{
-    avro_value_t branch;
-
-    if (put_union(p, index, s == NULL, &branch))
-        put_check(p, index, avro_value_set_string(&branch, s));
-}
-
-static void put_optional_long(struct put *p, int index, bool is_set, int64_t v)
-{
-    avro_value_t branch;
-
-    if (put_union(p, index, !is_set, &branch))
-        put_check(p, index, avro_value_set_long(&branch, v));
-}
-
-static void put_string_array(struct put *p, int index, const char *const *items,
-                             size_t count)
-{
-    avro_value_t field, item;
-
-    if (!put_field(p, index, &field))
-        return;
-    put_check(p, index, avro_value_reset(&field));
-    if (count > 0 && items == NULL) {
-        mw_error_set(p->err, MW_ERR_INPUT, false,
-                     "cannot encode field \"%s\": %zu items but no array",
-                     p->names[index], count);
-        p->failed = true;
-        return;
+        rc = avro_value_get_by_index(record, i, &field, NULL);
+        if (rc != 0)
+            return put_refused(f->name, rc, err);
+        if (put_value(f, &field, base, err) != 0)
+            return -1;
     }
-    for (size_t i = 0; i < count && !p->failed; i++) {
-        if (items[i] == NULL) {
-            mw_error_set(p->err, MW_ERR_INPUT, false,
-                         "cannot encode field \"%s\": item %zu is null",
-                         p->names[index], i);
-            p->failed = true;
-            return;
-        }
-        put_check(p, index, avro_value_append(&field, &item, NULL));
-        if (!p->failed)
-            put_check(p, index, avro_value_set_string(&item, items[i]));
-    }
-}
-
-static void put_request(struct put *p, const struct mw_request *r)
-{
-    put_string(p, REQ_REQUEST_ID, r->request_id);
-    put_long(p, REQ_REQUESTED_AT, r->requested_at);
-    put_string(p, REQ_REQUESTED_BY, r->requested_by);
-    put_string(p, REQ_MSP_ID, r->msp_id);
-    put_string(p, REQ_MSP_DOMAIN, r->msp_domain);
-    put_enum(p, REQ_MAIL_PLATFORM, r->mail_platform, MW_PLATFORM_COUNT);
-    put_enum(p, REQ_SERVICE, r->service, MW_SERVICE_COUNT);
-    put_string(p, REQ_COMPANY_NAME, r->company_name);
-    put_string(p, REQ_PRIMARY_DOMAIN, r->primary_domain);
-    put_string_array(p, REQ_ADDITIONAL_DOMAINS, r->additional_domains,
-                     r->additional_domains_count);
-    put_optional_string(p, REQ_DELIVERY_DESTINATION, r->delivery_destination);
-    put_int(p, REQ_LICENSES, r->licenses);
-    put_string(p, REQ_DEFAULT_ADMIN_EMAIL, r->default_admin_email);
-    put_optional_string(p, REQ_POLICY_TEMPLATE_ID, r->policy_template_id);
-    put_boolean(p, REQ_APPLY_GLOBAL_RULES, r->apply_global_rules);
-    put_boolean(p, REQ_MSP_MANAGEMENT, r->msp_management);
-    put_boolean(p, REQ_TWO_FACTOR_REQUIRED, r->two_factor_required);
-    put_boolean(p, REQ_MONITOR_MODE, r->monitor_mode);
-    put_enum(p, REQ_ACCOUNT_TYPE, r->account_type, MW_ACCOUNT_COUNT);
-}
-
-static void put_termination(struct put *p,
-                            const struct mw_termination_request *t)
-{
-    put_string(p, TERM_REQUEST_ID, t->request_id);
-    put_long(p, TERM_REQUESTED_AT, t->requested_at);
-    put_string(p, TERM_REQUESTED_BY, t->requested_by);
-    put_string(p, TERM_MSP_ID, t->msp_id);
-    put_string(p, TERM_CUSTOMER_ID, t->customer_id);
-    put_optional_long(p, TERM_EFFECTIVE_AT, t->has_effective_at,
-                      t->effective_at);
-}
-
-static void put_created(struct put *p, const struct mw_customer_created *c)
-{
-    put_string(p, CREATED_EVENT_ID, c->event_id);
-    put_string(p, CREATED_CUSTOMER_ID, c->customer_id);
-    put_string(p, CREATED_REQUEST_ID, c->request_id);
-    put_string(p, CREATED_MSP_ID, c->msp_id);
-    put_long(p, CREATED_OCCURRED_AT, c->occurred_at);
-    put_string(p, CREATED_REQUESTED_BY, c->requested_by);
-    put_string(p, CREATED_COMPANY_NAME, c->company_name);
-    put_string(p, CREATED_PRIMARY_DOMAIN, c->primary_domain);
-    put_string_array(p, CREATED_ADDITIONAL_DOMAINS, c->additional_domains,
-                     c->additional_domains_count);
-    put_enum(p, CREATED_MAIL_PLATFORM, c->mail_platform, MW_PLATFORM_COUNT);
-    put_enum(p, CREATED_SERVICE, c->service, MW_SERVICE_COUNT);
-    put_enum(p, CREATED_ACCOUNT_TYPE, c->account_type, MW_ACCOUNT_COUNT);
-    put_int(p, CREATED_LICENSES, c->licenses);
-    put_boolean(p, CREATED_BILLABLE, c->billable);
-    put_optional_long(p, CREATED_BILLING_STARTS_AT, c->has_billing_starts_at,
-                      c->billing_starts_at);
-    put_optional_long(p, CREATED_TRIAL_ENDS_AT, c->has_trial_ends_at,
-                      c->trial_ends_at);
-    put_string(p, CREATED_DEFAULT_ADMIN_EMAIL, c->default_admin_email);
-    put_optional_string(p, CREATED_DELIVERY_DESTINATION,
-                        c->delivery_destination);
-    put_optional_string(p, CREATED_POLICY_TEMPLATE_ID, c->policy_template_id);
-    put_boolean(p, CREATED_APPLY_GLOBAL_RULES, c->apply_global_rules);
-    put_boolean(p, CREATED_MSP_MANAGEMENT, c->msp_management);
-    put_boolean(p, CREATED_TWO_FACTOR_REQUIRED, c->two_factor_required);
-    put_boolean(p, CREATED_MONITOR_MODE, c->monitor_mode);
-    put_enum(p, CREATED_INSTALLATION, c->installation, MW_INSTALL_COUNT);
-}
-
-static void put_rejection_errors(struct put *p, const struct mw_rejection *r)
-{
-    avro_value_t field, item;
-    struct put q = {.names = rejection_error_fields, .err = p->err};
-
-    if (!put_field(p, REJECTED_ERRORS, &field))
-        return;
-    put_check(p, REJECTED_ERRORS, avro_value_reset(&field));
-    if (r == NULL || r->count > MW_MAX_REJECTION_ERRORS) {
-        mw_error_set(p->err, MW_ERR_INPUT, false,
-                     "cannot encode field \"errors\": no valid rejection");
-        p->failed = true;
-        return;
-    }
-    for (size_t i = 0; i < r->count && !p->failed; i++) {
-        put_check(p, REJECTED_ERRORS, avro_value_append(&field, &item, NULL));
-        if (p->failed)
-            return;
-        q.record = &item;
-        put_optional_string(&q, REJECTION_FIELD, r->errors[i].field);
-        put_enum(&q, REJECTION_CODE, r->errors[i].code, MW_REJ_COUNT);
-        put_string(&q, REJECTION_MESSAGE, r->errors[i].message);
-        p->failed = q.failed;
-    }
-}
-
-static void put_rejected(struct put *p, const struct mw_customer_rejected *r)
-{
-    put_string(p, REJECTED_EVENT_ID, r->event_id);
-    put_string(p, REJECTED_REQUEST_ID, r->request_id);
-    put_string(p, REJECTED_MSP_ID, r->msp_id);
-    put_long(p, REJECTED_OCCURRED_AT, r->occurred_at);
-    put_optional_string(p, REJECTED_REQUESTED_BY, r->requested_by);
-    put_rejection_errors(p, r->rejection);
-}
-
-static void put_trial_ending(struct put *p, const struct mw_trial_ending *t)
-{
-    put_string(p, ENDING_EVENT_ID, t->event_id);
-    put_string(p, ENDING_CUSTOMER_ID, t->customer_id);
-    put_string(p, ENDING_MSP_ID, t->msp_id);
-    put_long(p, ENDING_OCCURRED_AT, t->occurred_at);
-    put_long(p, ENDING_TRIAL_ENDS_AT, t->trial_ends_at);
-    put_int(p, ENDING_LICENSES, t->licenses);
-    put_string(p, ENDING_REQUESTED_BY, t->requested_by);
-}
-
-static void put_trial_converted(struct put *p,
-                                const struct mw_trial_converted *t)
-{
-    put_string(p, CONVERTED_EVENT_ID, t->event_id);
-    put_string(p, CONVERTED_CUSTOMER_ID, t->customer_id);
-    put_string(p, CONVERTED_MSP_ID, t->msp_id);
-    put_long(p, CONVERTED_OCCURRED_AT, t->occurred_at);
-    put_long(p, CONVERTED_TRIAL_STARTED_AT, t->trial_started_at);
-    put_long(p, CONVERTED_TRIAL_ENDED_AT, t->trial_ended_at);
-    put_int(p, CONVERTED_LICENSES, t->licenses);
-    put_long(p, CONVERTED_BILLING_STARTS_AT, t->billing_starts_at);
-}
-
-static void put_terminated(struct put *p,
-                           const struct mw_customer_terminated *t)
-{
-    put_string(p, TERMINATED_EVENT_ID, t->event_id);
-    put_string(p, TERMINATED_CUSTOMER_ID, t->customer_id);
-    put_string(p, TERMINATED_MSP_ID, t->msp_id);
-    put_long(p, TERMINATED_OCCURRED_AT, t->occurred_at);
-    put_long(p, TERMINATED_TERMINATED_AT, t->terminated_at);
-    put_boolean(p, TERMINATED_WAS_TRIAL, t->was_trial);
-    put_string(p, TERMINATED_REQUEST_ID, t->request_id);
+    return 0;
 }
 
 /* Fills the reusable value of rec's type from rec. */
 static int put_record(struct codec *codec, const struct mw_record *rec,
                       struct mw_error *err)
 {
-    struct codec_type *t;
-    struct put p = {.err = err};
+    const struct record_table *table = record_table(rec->type);
 
-    if ((int)rec->type < 0 || rec->type >= MW_REC_COUNT) {
+    if (table == NULL) {
         mw_error_set(err, MW_ERR_INPUT, false,
                      "cannot encode record type %d: no such type",
                      (int)rec->type);
         return -1;
     }
-    t = &codec->types[rec->type];
-    p.record = &t->value;
-    p.names = record_fields[rec->type].names;
-    switch (rec->type) {
-    case MW_REC_CUSTOMER_REQUESTED:
-        put_request(&p, &rec->u.request);
-        break;
-    case MW_REC_CUSTOMER_TERMINATION_REQUESTED:
-        put_termination(&p, &rec->u.termination);
-        break;
-    case MW_REC_CUSTOMER_CREATED:
-        put_created(&p, &rec->u.created);
-        break;
-    case MW_REC_CUSTOMER_REJECTED:
-        put_rejected(&p, &rec->u.rejected);
-        break;
-    case MW_REC_TRIAL_ENDING:
-        put_trial_ending(&p, &rec->u.trial_ending);
-        break;
-    case MW_REC_TRIAL_CONVERTED:
-        put_trial_converted(&p, &rec->u.trial_converted);
-        break;
-    case MW_REC_CUSTOMER_TERMINATED:
-        put_terminated(&p, &rec->u.terminated);
-        break;
-    case MW_REC_COUNT:
-        break;
-    }
-    return p.failed ? -1 : 0;
+    return put_fields(table, rec, &codec->types[rec->type].value, err);
 }
 
 /*
@@ -1428,290 +1097,68 @@ int codec_request_identity(struct codec *codec, const struct mw_record *rec,
 /* ---- Decoding --------------------------------------------------------- */
 
 /*
- * Copies the fields of one decoded generic record into the domain structs,
- * with the same sticky-failure style as struct put.
+ * Copies a decoded generic record into the domain structs, row by row.
+ * The first failure is the verdict: it fills err and stops the copy.
  */
 struct take {
-    avro_value_t *record;
-    const char *const *names;
-    /*
-     * Set when record is a projection of our record onto a writer's
-     * fields: map[i] is the projection's index of our field i, or -1 when
-     * the writer lacks it and defaults (a value of our schema holding the
-     * schema's defaults) answers instead.
-     */
-    const int *map;
-    avro_value_t *defaults;
     struct mw_arena *arena;
     struct mw_error *err;
-    enum codec_status status;
 };
 
-static void take_fail(struct take *t, int index, const char *reason)
+static enum codec_status take_fail(struct take *t, const char *name,
+                                   const char *reason)
 {
-    if (t->status != CODEC_OK)
-        return;
-    t->status = CODEC_CORRUPT_AVRO;
     mw_error_set(t->err, MW_ERR_DECODE, false,
-                 "could not decode field \"%s\": %s", t->names[index], reason);
+                 "could not decode field \"%s\": %s", name, reason);
+    return CODEC_CORRUPT_AVRO;
 }
 
 /* Not the value's fault: retriable, see codec_decode(). */
-static void take_no_memory(struct take *t, int index)
+static enum codec_status take_no_memory(struct take *t, const char *name)
 {
-    if (t->status != CODEC_OK)
-        return;
-    t->status = CODEC_CORRUPT_AVRO;
     mw_error_set(t->err, MW_ERR_SYSTEM, true,
-                 "out of memory decoding field \"%s\"", t->names[index]);
+                 "out of memory decoding field \"%s\"", name);
+    return CODEC_CORRUPT_AVRO;
 }
 
-static bool take_field(struct take *t, int index, avro_value_t *field)
-{
-    avro_value_t *record = t->record;
-    int at = index;
-
-    if (t->status != CODEC_OK)
-        return false;
-    if (t->map != NULL) {
-        at = t->map[index];
-        if (at < 0) {
-            record = t->defaults;
-            at = index;
-        }
-    }
-    if (avro_value_get_by_index(record, (size_t)at, field, NULL) != 0) {
-        take_fail(t, index, avro_strerror());
-        return false;
-    }
-    return true;
-}
-
-/* An arena copy of a string value; NUL bytes inside are refused. */
-static const char *copy_string(struct take *t, int index, avro_value_t *v)
+/* An arena copy of a string value into *out; NUL bytes are refused. */
+static enum codec_status take_string(struct take *t, const char *name,
+                                     avro_value_t *v, const char **out)
 {
     const char *s = NULL;
     size_t size = 0;
-    char *copy;
 
-    if (avro_value_get_string(v, &s, &size) != 0) {
-        take_fail(t, index, avro_strerror());
-        return NULL;
-    }
+    if (avro_value_get_string(v, &s, &size) != 0)
+        return take_fail(t, name, avro_strerror());
     /* size counts avro-c's terminating NUL, when there is a buffer. */
     if (size > 0)
         size--;
-    if (size > 0 && memchr(s, '\0', size) != NULL) {
-        take_fail(t, index, "the string contains a NUL byte");
-        return NULL;
-    }
-    copy = arena_strndup(t->arena, size > 0 ? s : "", size);
-    if (copy == NULL)
-        take_no_memory(t, index);
-    return copy;
+    if (size > 0 && memchr(s, '\0', size) != NULL)
+        return take_fail(t, name, "the string contains a NUL byte");
+    *out = arena_strndup(t->arena, size > 0 ? s : "", size);
+    return *out == NULL ? take_no_memory(t, name) : CODEC_OK;
 }
 
-static const char *take_string(struct take *t, int index)
+/* For a ["null", T] field: *is_set false for null, else true and branch. */
+static enum codec_status take_union(struct take *t, const char *name,
+                                    avro_value_t *field, avro_value_t *branch,
+                                    bool *is_set)
 {
-    avro_value_t field;
-
-    if (!take_field(t, index, &field))
-        return NULL;
-    return copy_string(t, index, &field);
-}
-
-/* For a ["null", T] field: false for null, else true and *branch. */
-static bool take_union(struct take *t, int index, avro_value_t *branch)
-{
-    avro_value_t field;
     int discriminant;
 
-    if (!take_field(t, index, &field))
-        return false;
-    if (avro_value_get_discriminant(&field, &discriminant) != 0 ||
-        avro_value_get_current_branch(&field, branch) != 0) {
-        take_fail(t, index, avro_strerror());
-        return false;
-    }
-    return discriminant == 1;
-}
-
-static const char *take_optional_string(struct take *t, int index)
-{
-    avro_value_t branch;
-
-    if (!take_union(t, index, &branch))
-        return NULL;
-    return copy_string(t, index, &branch);
-}
-
-static int64_t take_long(struct take *t, int index)
-{
-    avro_value_t field;
-    int64_t v = 0;
-
-    if (take_field(t, index, &field) && avro_value_get_long(&field, &v) != 0)
-        take_fail(t, index, avro_strerror());
-    return v;
-}
-
-static bool take_optional_long(struct take *t, int index, int64_t *out)
-{
-    avro_value_t branch;
-
-    *out = 0;
-    if (!take_union(t, index, &branch))
-        return false;
-    if (avro_value_get_long(&branch, out) != 0) {
-        take_fail(t, index, avro_strerror());
-        return false;
-    }
-    return true;
-}
-
-static int32_t take_int(struct take *t, int index)
-{
-    avro_value_t field;
-    int32_t v = 0;
-
-    if (take_field(t, index, &field) && avro_value_get_int(&field, &v) != 0)
-        take_fail(t, index, avro_strerror());
-    return v;
-}
-
-static bool take_boolean(struct take *t, int index)
-{
-    avro_value_t field;
-    int v = 0;
-
-    if (take_field(t, index, &field) && avro_value_get_boolean(&field, &v) != 0)
-        take_fail(t, index, avro_strerror());
-    return v != 0;
-}
-
-static int take_enum(struct take *t, int index, int count)
-{
-    avro_value_t field;
-    int v = 0;
-
-    if (!take_field(t, index, &field))
-        return 0;
-    if (avro_value_get_enum(&field, &v) != 0) {
-        take_fail(t, index, avro_strerror());
-        return 0;
-    }
-    if (v < 0 || v >= count) {
-        take_fail(t, index, "enum index out of range");
-        return 0;
-    }
-    return v;
-}
-
-static const char **take_string_array(struct take *t, int index, size_t *count)
-{
-    avro_value_t field, item;
-    const char **items;
-    size_t n = 0;
-
-    *count = 0;
-    if (!take_field(t, index, &field))
-        return NULL;
-    if (avro_value_get_size(&field, &n) != 0) {
-        take_fail(t, index, avro_strerror());
-        return NULL;
-    }
-    /* n is bounded by the message size: each item took a byte or more. */
-    items = arena_alloc(t->arena, (n > 0 ? n : 1) * sizeof(*items));
-    if (items == NULL) {
-        take_no_memory(t, index);
-        return NULL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (avro_value_get_by_index(&field, i, &item, NULL) != 0) {
-            take_fail(t, index, avro_strerror());
-            return NULL;
-        }
-        items[i] = copy_string(t, index, &item);
-        if (items[i] == NULL)
-            return NULL;
-    }
-    *count = n;
-    return items;
-}
-
-static void take_request(struct take *t, struct mw_request *r)
-{
-    r->request_id = take_string(t, REQ_REQUEST_ID);
-    r->requested_at = take_long(t, REQ_REQUESTED_AT);
-    r->requested_by = take_string(t, REQ_REQUESTED_BY);
-    r->msp_id = take_string(t, REQ_MSP_ID);
-    r->msp_domain = take_string(t, REQ_MSP_DOMAIN);
-    r->mail_platform = take_enum(t, REQ_MAIL_PLATFORM, MW_PLATFORM_COUNT);
-    r->service = take_enum(t, REQ_SERVICE, MW_SERVICE_COUNT);
-    r->company_name = take_string(t, REQ_COMPANY_NAME);
-    r->primary_domain = take_string(t, REQ_PRIMARY_DOMAIN);
-    r->additional_domains = take_string_array(t, REQ_ADDITIONAL_DOMAINS,
-                                              &r->additional_domains_count);
-    r->delivery_destination = take_optional_string(t, REQ_DELIVERY_DESTINATION);
-    r->licenses = take_int(t, REQ_LICENSES);
-    r->default_admin_email = take_string(t, REQ_DEFAULT_ADMIN_EMAIL);
-    r->policy_template_id = take_optional_string(t, REQ_POLICY_TEMPLATE_ID);
-    r->apply_global_rules = take_boolean(t, REQ_APPLY_GLOBAL_RULES);
-    r->msp_management = take_boolean(t, REQ_MSP_MANAGEMENT);
-    r->two_factor_required = take_boolean(t, REQ_TWO_FACTOR_REQUIRED);
-    r->monitor_mode = take_boolean(t, REQ_MONITOR_MODE);
-    r->account_type = take_enum(t, REQ_ACCOUNT_TYPE, MW_ACCOUNT_COUNT);
-}
-
-static void take_termination(struct take *t, struct mw_termination_request *r)
-{
-    r->request_id = take_string(t, TERM_REQUEST_ID);
-    r->requested_at = take_long(t, TERM_REQUESTED_AT);
-    r->requested_by = take_string(t, TERM_REQUESTED_BY);
-    r->msp_id = take_string(t, TERM_MSP_ID);
-    r->customer_id = take_string(t, TERM_CUSTOMER_ID);
-    r->has_effective_at =
-        take_optional_long(t, TERM_EFFECTIVE_AT, &r->effective_at);
-}
-
-static void take_created(struct take *t, struct mw_customer_created *c)
-{
-    c->event_id = take_string(t, CREATED_EVENT_ID);
-    c->customer_id = take_string(t, CREATED_CUSTOMER_ID);
-    c->request_id = take_string(t, CREATED_REQUEST_ID);
-    c->msp_id = take_string(t, CREATED_MSP_ID);
-    c->occurred_at = take_long(t, CREATED_OCCURRED_AT);
-    c->requested_by = take_string(t, CREATED_REQUESTED_BY);
-    c->company_name = take_string(t, CREATED_COMPANY_NAME);
-    c->primary_domain = take_string(t, CREATED_PRIMARY_DOMAIN);
-    c->additional_domains = take_string_array(t, CREATED_ADDITIONAL_DOMAINS,
-                                              &c->additional_domains_count);
-    c->mail_platform = take_enum(t, CREATED_MAIL_PLATFORM, MW_PLATFORM_COUNT);
-    c->service = take_enum(t, CREATED_SERVICE, MW_SERVICE_COUNT);
-    c->account_type = take_enum(t, CREATED_ACCOUNT_TYPE, MW_ACCOUNT_COUNT);
-    c->licenses = take_int(t, CREATED_LICENSES);
-    c->billable = take_boolean(t, CREATED_BILLABLE);
-    c->has_billing_starts_at =
-        take_optional_long(t, CREATED_BILLING_STARTS_AT, &c->billing_starts_at);
-    c->has_trial_ends_at =
-        take_optional_long(t, CREATED_TRIAL_ENDS_AT, &c->trial_ends_at);
-    c->default_admin_email = take_string(t, CREATED_DEFAULT_ADMIN_EMAIL);
-    c->delivery_destination =
-        take_optional_string(t, CREATED_DELIVERY_DESTINATION);
-    c->policy_template_id = take_optional_string(t, CREATED_POLICY_TEMPLATE_ID);
-    c->apply_global_rules = take_boolean(t, CREATED_APPLY_GLOBAL_RULES);
-    c->msp_management = take_boolean(t, CREATED_MSP_MANAGEMENT);
-    c->two_factor_required = take_boolean(t, CREATED_TWO_FACTOR_REQUIRED);
-    c->monitor_mode = take_boolean(t, CREATED_MONITOR_MODE);
-    c->installation = take_enum(t, CREATED_INSTALLATION, MW_INSTALL_COUNT);
+    if (avro_value_get_discriminant(field, &discriminant) != 0 ||
+        avro_value_get_current_branch(field, branch) != 0)
+        return take_fail(t, name, avro_strerror());
+    *is_set = discriminant == 1;
+    return CODEC_OK;
 }
 
 /*
- * Copies message into a fixed buffer, cutting at a UTF-8 boundary.  Known
- * limit: a peer's message longer than 255 bytes is shortened, since
+ * Copies s into a buffer of size bytes, cutting at a UTF-8 boundary.
+ * Known limit: a peer's message longer than 255 bytes is shortened, since
  * struct mw_rejection_error holds no more.
  */
-static void copy_message(char *out, size_t size, const char *s)
+static void copy_text(char *out, size_t size, const char *s)
 {
     size_t len = strlen(s);
 
@@ -1724,137 +1171,196 @@ static void copy_message(char *out, size_t size, const char *s)
     out[len] = '\0';
 }
 
-static void take_rejection_errors(struct take *t, struct mw_rejection *r)
+static enum codec_status take_strings(struct take *t,
+                                      const struct record_field *f,
+                                      avro_value_t *field, void *base)
 {
-    avro_value_t field, item;
-    struct take q = {
-        .names = rejection_error_fields, .arena = t->arena, .err = t->err};
+    const char ***out = record_at(base, f->offset);
+    size_t *count = record_at(base, f->aux_offset);
+    avro_value_t item;
+    const char **items;
     size_t n = 0;
 
-    r->count = 0;
-    if (!take_field(t, REJECTED_ERRORS, &field))
-        return;
-    if (avro_value_get_size(&field, &n) != 0) {
-        take_fail(t, REJECTED_ERRORS, avro_strerror());
-        return;
+    *count = 0;
+    *out = NULL;
+    if (avro_value_get_size(field, &n) != 0)
+        return take_fail(t, f->name, avro_strerror());
+    /* n is bounded by the message size: each item took a byte or more. */
+    items = arena_alloc(t->arena, (n > 0 ? n : 1) * sizeof(*items));
+    if (items == NULL)
+        return take_no_memory(t, f->name);
+    for (size_t i = 0; i < n; i++) {
+        if (avro_value_get_by_index(field, i, &item, NULL) != 0)
+            return take_fail(t, f->name, avro_strerror());
+        if (take_string(t, f->name, &item, &items[i]) != CODEC_OK)
+            return CODEC_CORRUPT_AVRO;
     }
-    if (n > MW_MAX_REJECTION_ERRORS) {
-        take_fail(t, REJECTED_ERRORS,
-                  "more items than the 32 a rejection holds");
-        return;
+    *out = items;
+    *count = n;
+    return CODEC_OK;
+}
+
+static enum codec_status take_fields(struct take *t,
+                                     const struct record_table *table,
+                                     avro_value_t *record, const int *map,
+                                     avro_value_t *defaults, void *base);
+
+/* An array of nested records, into the storage at the row's aux_offset. */
+static enum codec_status take_records(struct take *t,
+                                      const struct record_field *f,
+                                      avro_value_t *field, void *base)
+{
+    const struct record_array *a = f->array;
+    void *container = record_at(base, f->aux_offset);
+    size_t *count = record_at(container, a->count_offset);
+    char *items = record_at(container, a->items_offset);
+    char reason[80];
+    avro_value_t item;
+    size_t n = 0;
+
+    *count = 0;
+    *(void **)record_at(base, f->offset) = container;
+    if (avro_value_get_size(field, &n) != 0)
+        return take_fail(t, f->name, avro_strerror());
+    if (n > a->max_items) {
+        snprintf(reason, sizeof(reason), "more items than the %zu a %s holds",
+                 a->max_items, a->noun);
+        return take_fail(t, f->name, reason);
     }
     for (size_t i = 0; i < n; i++) {
-        const char *message;
+        if (avro_value_get_by_index(field, i, &item, NULL) != 0)
+            return take_fail(t, f->name, avro_strerror());
+        if (take_fields(t, a->item, &item, NULL, NULL,
+                        items + i * a->item_size) != CODEC_OK)
+            return CODEC_CORRUPT_AVRO;
+        *count = i + 1;
+    }
+    return CODEC_OK;
+}
 
-        if (avro_value_get_by_index(&field, i, &item, NULL) != 0) {
-            take_fail(t, REJECTED_ERRORS, avro_strerror());
-            return;
-        }
-        q.record = &item;
-        r->errors[i].field = take_optional_string(&q, REJECTION_FIELD);
-        r->errors[i].code = take_enum(&q, REJECTION_CODE, MW_REJ_COUNT);
-        message = take_string(&q, REJECTION_MESSAGE);
-        if (q.status != CODEC_OK) {
-            t->status = q.status;
-            return;
-        }
-        copy_message(r->errors[i].message, sizeof(r->errors[i].message),
-                     message);
-        r->count = i + 1;
+/* Reads a scalar row's value from field into base. */
+static enum codec_status take_scalar(struct take *t,
+                                     const struct record_field *f,
+                                     avro_value_t *field, void *at)
+{
+    int32_t i32 = 0;
+    int v = 0;
+
+    switch (f->kind) {
+    case RECORD_BOOLEAN:
+        if (avro_value_get_boolean(field, &v) != 0)
+            break;
+        *(bool *)at = v != 0;
+        return CODEC_OK;
+    case RECORD_INT:
+        if (avro_value_get_int(field, &i32) != 0)
+            break;
+        *(int32_t *)at = i32;
+        return CODEC_OK;
+    case RECORD_TIME:
+    case RECORD_OPTIONAL_TIME:
+        if (avro_value_get_long(field, (int64_t *)at) != 0)
+            break;
+        return CODEC_OK;
+    case RECORD_ENUM:
+        if (avro_value_get_enum(field, &v) != 0)
+            break;
+        if (v < 0 || v >= f->limit)
+            return take_fail(t, f->name, "enum index out of range");
+        *(int *)at = v;
+        return CODEC_OK;
+    default:
+        return take_fail(t, f->name, "the field is not a scalar");
+    }
+    return take_fail(t, f->name, avro_strerror());
+}
+
+/* Reads the value of row f from field into base. */
+static enum codec_status take_value(struct take *t,
+                                    const struct record_field *f,
+                                    avro_value_t *field, void *base)
+{
+    void *at = record_at(base, f->offset);
+    const char *s = NULL;
+    avro_value_t branch;
+    bool is_set = false;
+    enum codec_status status;
+
+    switch (f->kind) {
+    case RECORD_STRING:
+        return take_string(t, f->name, field, at);
+    case RECORD_OPTIONAL_STRING:
+        *(const char **)at = NULL;
+        status = take_union(t, f->name, field, &branch, &is_set);
+        if (status != CODEC_OK || !is_set)
+            return status;
+        return take_string(t, f->name, &branch, at);
+    case RECORD_TEXT:
+        status = take_string(t, f->name, field, &s);
+        if (status == CODEC_OK)
+            copy_text(at, (size_t)f->limit, s);
+        return status;
+    case RECORD_OPTIONAL_TIME:
+        *(int64_t *)at = 0;
+        *(bool *)record_at(base, f->aux_offset) = false;
+        status = take_union(t, f->name, field, &branch, &is_set);
+        if (status != CODEC_OK || !is_set)
+            return status;
+        *(bool *)record_at(base, f->aux_offset) = true;
+        return take_scalar(t, f, &branch, at);
+    case RECORD_STRINGS:
+        return take_strings(t, f, field, base);
+    case RECORD_RECORDS:
+        return take_records(t, f, field, base);
+    default:
+        return take_scalar(t, f, field, at);
     }
 }
 
-static void take_rejected(struct take *t, struct mw_customer_rejected *r,
-                          struct mw_rejection *storage)
+/*
+ * Copies the rows of table from record into base.  With map, record is
+ * a projection of our record onto a writer's fields: map[i] is the
+ * projection's index of our field i, or -1 when the writer lacks it and
+ * defaults (a value of our schema holding the schema's defaults) answers
+ * instead.
+ */
+static enum codec_status take_fields(struct take *t,
+                                     const struct record_table *table,
+                                     avro_value_t *record, const int *map,
+                                     avro_value_t *defaults, void *base)
 {
-    r->event_id = take_string(t, REJECTED_EVENT_ID);
-    r->request_id = take_string(t, REJECTED_REQUEST_ID);
-    r->msp_id = take_string(t, REJECTED_MSP_ID);
-    r->occurred_at = take_long(t, REJECTED_OCCURRED_AT);
-    r->requested_by = take_optional_string(t, REJECTED_REQUESTED_BY);
-    take_rejection_errors(t, storage);
-    r->rejection = storage;
-}
+    avro_value_t field;
 
-static void take_trial_ending(struct take *t, struct mw_trial_ending *e)
-{
-    e->event_id = take_string(t, ENDING_EVENT_ID);
-    e->customer_id = take_string(t, ENDING_CUSTOMER_ID);
-    e->msp_id = take_string(t, ENDING_MSP_ID);
-    e->occurred_at = take_long(t, ENDING_OCCURRED_AT);
-    e->trial_ends_at = take_long(t, ENDING_TRIAL_ENDS_AT);
-    e->licenses = take_int(t, ENDING_LICENSES);
-    e->requested_by = take_string(t, ENDING_REQUESTED_BY);
-}
+    for (size_t i = 0; i < table->count; i++) {
+        avro_value_t *from = record;
+        size_t at = i;
 
-static void take_trial_converted(struct take *t, struct mw_trial_converted *c)
-{
-    c->event_id = take_string(t, CONVERTED_EVENT_ID);
-    c->customer_id = take_string(t, CONVERTED_CUSTOMER_ID);
-    c->msp_id = take_string(t, CONVERTED_MSP_ID);
-    c->occurred_at = take_long(t, CONVERTED_OCCURRED_AT);
-    c->trial_started_at = take_long(t, CONVERTED_TRIAL_STARTED_AT);
-    c->trial_ended_at = take_long(t, CONVERTED_TRIAL_ENDED_AT);
-    c->licenses = take_int(t, CONVERTED_LICENSES);
-    c->billing_starts_at = take_long(t, CONVERTED_BILLING_STARTS_AT);
-}
-
-static void take_terminated(struct take *t, struct mw_customer_terminated *c)
-{
-    c->event_id = take_string(t, TERMINATED_EVENT_ID);
-    c->customer_id = take_string(t, TERMINATED_CUSTOMER_ID);
-    c->msp_id = take_string(t, TERMINATED_MSP_ID);
-    c->occurred_at = take_long(t, TERMINATED_OCCURRED_AT);
-    c->terminated_at = take_long(t, TERMINATED_TERMINATED_AT);
-    c->was_trial = take_boolean(t, TERMINATED_WAS_TRIAL);
-    c->request_id = take_string(t, TERMINATED_REQUEST_ID);
+        if (map != NULL && map[i] >= 0)
+            at = (size_t)map[i];
+        else if (map != NULL)
+            from = defaults;
+        if (avro_value_get_by_index(from, at, &field, NULL) != 0)
+            return take_fail(t, table->fields[i].name, avro_strerror());
+        if (take_value(t, &table->fields[i], &field, base) != CODEC_OK)
+            return CODEC_CORRUPT_AVRO;
+    }
+    return CODEC_OK;
 }
 
 /*
  * Fills rec from value, a decoded record of our schema for type, or with
- * map and defaults a projection of it (see struct take).
+ * map and defaults a projection of it (see take_fields).
  */
 static enum codec_status
 take_record(enum mw_record_type type, avro_value_t *value, const int *map,
             avro_value_t *defaults, struct mw_arena *arena,
             struct mw_record *rec, struct mw_error *err)
 {
-    struct take t = {.record = value,
-                     .names = record_fields[type].names,
-                     .map = map,
-                     .defaults = defaults,
-                     .arena = arena,
-                     .err = err,
-                     .status = CODEC_OK};
+    struct take t = {.arena = arena, .err = err};
 
     memset(&rec->u, 0, sizeof(rec->u));
     rec->type = type;
-    switch (type) {
-    case MW_REC_CUSTOMER_REQUESTED:
-        take_request(&t, &rec->u.request);
-        break;
-    case MW_REC_CUSTOMER_TERMINATION_REQUESTED:
-        take_termination(&t, &rec->u.termination);
-        break;
-    case MW_REC_CUSTOMER_CREATED:
-        take_created(&t, &rec->u.created);
-        break;
-    case MW_REC_CUSTOMER_REJECTED:
-        take_rejected(&t, &rec->u.rejected, &rec->rejection_storage);
-        break;
-    case MW_REC_TRIAL_ENDING:
-        take_trial_ending(&t, &rec->u.trial_ending);
-        break;
-    case MW_REC_TRIAL_CONVERTED:
-        take_trial_converted(&t, &rec->u.trial_converted);
-        break;
-    case MW_REC_CUSTOMER_TERMINATED:
-        take_terminated(&t, &rec->u.terminated);
-        break;
-    case MW_REC_COUNT:
-        break;
-    }
-    return t.status;
+    return take_fields(&t, record_table(type), value, map, defaults, rec);
 }
 
 /*
@@ -2133,12 +1639,12 @@ static int resolve_record(struct codec *codec, avro_schema_t writer,
     }
     t = &codec->types[type];
     r->type = type;
-    count = record_fields[type].count;
+    count = record_table(type)->count;
     r->projection = avro_schema_record(mw_record_names[type], CODEC_NAMESPACE);
     if (r->projection == NULL)
         goto oom;
     for (size_t i = 0; i < count; i++) {
-        const char *name = record_fields[type].names[i];
+        const char *name = record_table(type)->fields[i].name;
 
         if (avro_schema_record_field_get_index(writer, name) < 0) {
             if (!t->has_default[i]) {
@@ -2448,28 +1954,40 @@ enum codec_status codec_decode(struct codec *codec, const void *buf, size_t len,
 
 /* ---- Set-up ----------------------------------------------------------- */
 
-/* Checks that a record schema's fields are names[0..count), in order. */
-static int check_fields(avro_schema_t schema, const char *record,
-                        const char *const *names, size_t count,
+/*
+ * Checks that a record schema's fields are the rows of table, in order,
+ * and so are those of the nested records it holds.
+ */
+static int check_fields(avro_schema_t schema, const struct record_table *table,
                         struct mw_error *err)
 {
     if (avro_typeof(schema) != AVRO_RECORD ||
-        avro_schema_record_size(schema) != count) {
+        avro_schema_record_size(schema) != table->count ||
+        table->count > RECORD_MAX_FIELDS) {
         mw_error_set(err, MW_ERR_CONFIG, false,
-                     "schema %s does not match this build", record);
-        mw_error_detail(err, "Expected a record of %zu fields.", count);
+                     "schema %s does not match this build", table->name);
+        mw_error_detail(err, "Expected a record of %zu fields.", table->count);
         return -1;
     }
-    for (size_t i = 0; i < count; i++) {
+    for (size_t i = 0; i < table->count; i++) {
+        const struct record_field *f = &table->fields[i];
         const char *name = avro_schema_record_field_name(schema, (int)i);
+        avro_schema_t items;
 
-        if (name == NULL || strcmp(name, names[i]) != 0) {
+        if (name == NULL || strcmp(name, f->name) != 0) {
             mw_error_set(err, MW_ERR_CONFIG, false,
-                         "schema %s does not match this build", record);
+                         "schema %s does not match this build", table->name);
             mw_error_detail(err, "Field %zu is \"%s\", expected \"%s\".", i,
-                            name ? name : "", names[i]);
+                            name ? name : "", f->name);
             return -1;
         }
+        if (f->kind != RECORD_RECORDS)
+            continue;
+        items = avro_schema_record_field_get_by_index(schema, (int)i);
+        if (avro_typeof(items) != AVRO_ARRAY ||
+            check_fields(avro_schema_array_items(items), f->array->item, err) !=
+                0)
+            return -1;
     }
     return 0;
 }
@@ -2494,18 +2012,8 @@ static int load_type(struct codec_type *t, enum mw_record_type type,
         mw_error_detail(err, "%s", avro_strerror());
         return -1;
     }
-    if (check_fields(t->schema, name, record_fields[type].names,
-                     record_fields[type].count, err) != 0)
+    if (check_fields(t->schema, record_table(type), err) != 0)
         return -1;
-    if (type == MW_REC_CUSTOMER_REJECTED) {
-        avro_schema_t errors =
-            avro_schema_record_field_get_by_index(t->schema, REJECTED_ERRORS);
-
-        if (avro_typeof(errors) != AVRO_ARRAY ||
-            check_fields(avro_schema_array_items(errors), "RejectionError",
-                         rejection_error_fields, REJECTION_COUNT, err) != 0)
-            return -1;
-    }
     canonical = codec_canonical_form(json, err);
     if (canonical == NULL)
         return -1;
@@ -2684,7 +2192,7 @@ static int load_defaults(struct codec_type *t, struct mw_error *err)
         goto done;
     }
     t->has_defaults = true;
-    for (size_t i = 0; i < record_fields[t->type].count; i++) {
+    for (size_t i = 0; i < record_table(t->type)->count; i++) {
         json_t *def = json_object_get(json_array_get(fields, i), "default");
         avro_value_t field;
 
@@ -2695,7 +2203,7 @@ static int load_defaults(struct codec_type *t, struct mw_error *err)
             mw_error_set(err, MW_ERR_CONFIG, false,
                          "the default of field \"%s\" of %s does not fit its "
                          "type",
-                         record_fields[t->type].names[i], name);
+                         record_table(t->type)->fields[i].name, name);
             goto done;
         }
         t->has_default[i] = true;
