@@ -7,9 +7,11 @@
  *
  * Invariant: a JSON object written here has "type" first and then the
  * fields in the order of the Avro schema, with the schema's names, so that
- * `tail` output reads like the contract in schemas/.
+ * `tail` output reads like the contract in schemas/.  Both directions walk
+ * the field tables of record.h, so a new field needs no code here.
  */
 #include "convert.h"
+#include "record.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -164,34 +166,6 @@ int convert_parse_time(const char *s, int64_t *ms)
 
 /* ---- JSON to record --------------------------------------------------- */
 
-static const char *const request_fields[] = {
-    "request_id",
-    "requested_at",
-    "requested_by",
-    "msp_id",
-    "msp_domain",
-    "mail_platform",
-    "service",
-    "company_name",
-    "primary_domain",
-    "additional_domains",
-    "delivery_destination",
-    "licenses",
-    "default_admin_email",
-    "policy_template_id",
-    "apply_global_rules",
-    "msp_management",
-    "two_factor_required",
-    "monitor_mode",
-    "account_type",
-    NULL,
-};
-
-static const char *const termination_fields[] = {
-    "request_id",  "requested_at", "requested_by", "msp_id",
-    "customer_id", "effective_at", NULL,
-};
-
 /*
  * Reads the fields of one JSON object.  The first failure is kept in err
  * and makes later calls return defaults, so a record is read as a flat
@@ -328,15 +302,18 @@ static int32_t from_int(struct from *f, const char *name)
     return (int32_t)n;
 }
 
-static bool from_boolean(struct from *f, const char *name, bool fallback)
+/* A boolean field: absent is its default (an error when required). */
+static bool from_boolean(struct from *f, const char *name,
+                         enum record_default fallback)
 {
-    const json_t *v = from_member(f, name, false);
+    const json_t *v = from_member(f, name, fallback == RECORD_REQUIRED);
+    bool is_true = fallback == RECORD_DEFAULT_TRUE;
 
     if (v == NULL)
-        return fallback;
+        return is_true;
     if (!json_is_boolean(v)) {
         from_wrong_type(f, name, "true or false", v);
-        return fallback;
+        return is_true;
     }
     return json_is_true(v);
 }
@@ -362,11 +339,15 @@ static int64_t time_value(struct from *f, const char *name, const json_t *v)
     return ms;
 }
 
-static int64_t from_time(struct from *f, const char *name, int64_t fallback)
+/* A time field: absent is now or, when required, an error. */
+static int64_t from_time(struct from *f, const char *name,
+                         enum record_default fallback)
 {
-    const json_t *v = from_member(f, name, false);
+    const json_t *v = from_member(f, name, fallback != RECORD_DEFAULT_NOW);
 
-    return v == NULL ? fallback : time_value(f, name, v);
+    if (v == NULL)
+        return fallback == RECORD_DEFAULT_NOW ? mw_now_ms() : 0;
+    return time_value(f, name, v);
 }
 
 /* A null|time field: returns false for absent or null. */
@@ -446,26 +427,27 @@ static const char **from_string_array(struct from *f, const char *name,
     return items;
 }
 
-/* request_id, or a new random UUID when it is absent. */
-static const char *from_request_id(struct from *f)
+/* A string field, or with RECORD_DEFAULT_NEW_ID a new UUID when absent. */
+static const char *from_id_or_string(struct from *f,
+                                     const struct record_field *field)
 {
     char text[37];
     uuid_t id;
     const char *copy;
 
-    if (f->failed || json_object_get(f->obj, "request_id") != NULL)
-        return from_string(f, "request_id");
+    if (field->fallback != RECORD_DEFAULT_NEW_ID || f->failed ||
+        json_object_get(f->obj, field->name) != NULL)
+        return from_string(f, field->name);
     uuid_generate_random(id);
     uuid_unparse_lower(id, text);
     copy = arena_strdup(f->arena, text);
     if (copy == NULL)
-        from_fail(f, "out of memory reading field \"request_id\"");
+        from_fail(f, "out of memory reading field \"%s\"", field->name);
     return copy;
 }
 
-/* Fails on a member that is not "type" or one of fields. */
-static void check_members(struct from *f, const char *record,
-                          const char *const *fields)
+/* Fails on a member that is not "type" or a field of table. */
+static void check_members(struct from *f, const struct record_table *table)
 {
     const char *key;
     json_t *value;
@@ -475,62 +457,81 @@ static void check_members(struct from *f, const char *record,
         bool is_known = strcmp(key, "type") == 0;
 
         (void)value;
-        for (size_t i = 0; !is_known && fields[i] != NULL; i++)
-            is_known = strcmp(key, fields[i]) == 0;
+        for (size_t i = 0; !is_known && i < table->count; i++)
+            is_known = strcmp(key, table->fields[i].name) == 0;
         if (!is_known) {
-            from_fail(f, "unknown field \"%s\" in a %s", key, record);
+            from_fail(f, "unknown field \"%s\" in a %s", key, table->name);
             mw_error_hint(f->err,
                           "Field names are those of "
                           "schemas/%s.avsc.",
-                          record);
+                          table->name);
             return;
         }
     }
 }
 
-static void from_request(struct from *f, struct mw_request *r)
+/* Reads the value of row field into base. */
+static void from_value(struct from *f, const struct record_field *field,
+                       void *base)
 {
-    check_members(f, "CustomerRequested", request_fields);
-    r->request_id = from_request_id(f);
-    r->requested_at = from_time(f, "requested_at", mw_now_ms());
-    r->requested_by = from_string(f, "requested_by");
-    r->msp_id = from_string(f, "msp_id");
-    r->msp_domain = from_string(f, "msp_domain");
-    r->mail_platform = from_enum(f, "mail_platform", mw_mail_platform_names,
-                                 MW_PLATFORM_COUNT);
-    r->service = from_enum(f, "service", mw_service_names, MW_SERVICE_COUNT);
-    r->company_name = from_string(f, "company_name");
-    r->primary_domain = from_string(f, "primary_domain");
-    r->additional_domains = from_string_array(f, "additional_domains",
-                                              &r->additional_domains_count);
-    r->delivery_destination = from_optional_string(f, "delivery_destination");
-    r->licenses = from_int(f, "licenses");
-    r->default_admin_email = from_string(f, "default_admin_email");
-    r->policy_template_id = from_optional_string(f, "policy_template_id");
-    r->apply_global_rules = from_boolean(f, "apply_global_rules", true);
-    r->msp_management = from_boolean(f, "msp_management", true);
-    r->two_factor_required = from_boolean(f, "two_factor_required", false);
-    r->monitor_mode = from_boolean(f, "monitor_mode", false);
-    r->account_type =
-        from_enum(f, "account_type", mw_account_type_names, MW_ACCOUNT_COUNT);
+    const char *name = field->name;
+    void *at = record_at(base, field->offset);
+
+    switch (field->kind) {
+    case RECORD_STRING:
+        *(const char **)at = from_id_or_string(f, field);
+        return;
+    case RECORD_OPTIONAL_STRING:
+        *(const char **)at = from_optional_string(f, name);
+        return;
+    case RECORD_BOOLEAN:
+        *(bool *)at = from_boolean(f, name, field->fallback);
+        return;
+    case RECORD_INT:
+        *(int32_t *)at = from_int(f, name);
+        return;
+    case RECORD_TIME:
+        *(int64_t *)at = from_time(f, name, field->fallback);
+        return;
+    case RECORD_OPTIONAL_TIME:
+        *(bool *)record_at(base, field->aux_offset) =
+            from_optional_time(f, name, at);
+        return;
+    case RECORD_ENUM:
+        *(int *)at = from_enum(f, name, field->symbols, field->limit);
+        return;
+    case RECORD_STRINGS:
+        *(const char ***)at =
+            from_string_array(f, name, record_at(base, field->aux_offset));
+        return;
+    case RECORD_TEXT:
+    case RECORD_RECORDS:
+        /* Only requests are read, and they hold no nested records. */
+        from_fail(f, "field \"%s\" cannot be read from JSON", name);
+        return;
+    }
 }
 
-static void from_termination(struct from *f, struct mw_termination_request *t)
+/* The type named by "type" that JSON may build, or MW_REC_COUNT. */
+static enum mw_record_type request_type(const char *name)
 {
-    check_members(f, "CustomerTerminationRequested", termination_fields);
-    t->request_id = from_request_id(f);
-    t->requested_at = from_time(f, "requested_at", mw_now_ms());
-    t->requested_by = from_string(f, "requested_by");
-    t->msp_id = from_string(f, "msp_id");
-    t->customer_id = from_string(f, "customer_id");
-    t->has_effective_at =
-        from_optional_time(f, "effective_at", &t->effective_at);
+    static const enum mw_record_type requests[] = {
+        MW_REC_CUSTOMER_REQUESTED,
+        MW_REC_CUSTOMER_TERMINATION_REQUESTED,
+    };
+
+    for (size_t i = 0; i < sizeof(requests) / sizeof(requests[0]); i++) {
+        if (strcmp(name, mw_record_names[requests[i]]) == 0)
+            return requests[i];
+    }
+    return MW_REC_COUNT;
 }
 
 int convert_record_from_json(const json_t *obj, struct mw_arena *arena,
                              struct mw_record *rec, struct mw_error *err)
 {
     struct from f = {.obj = obj, .arena = arena, .err = err};
+    const struct record_table *table;
     const json_t *type;
     const char *name = mw_record_names[MW_REC_CUSTOMER_REQUESTED];
 
@@ -548,45 +549,26 @@ int convert_record_from_json(const json_t *obj, struct mw_arena *arena,
     if (type != NULL)
         name = json_string_value(type);
     memset(&rec->u, 0, sizeof(rec->u));
-    if (strcmp(name, mw_record_names[MW_REC_CUSTOMER_REQUESTED]) == 0) {
-        rec->type = MW_REC_CUSTOMER_REQUESTED;
-        from_request(&f, &rec->u.request);
-    } else if (strcmp(name,
-                      mw_record_names[MW_REC_CUSTOMER_TERMINATION_REQUESTED]) ==
-               0) {
-        rec->type = MW_REC_CUSTOMER_TERMINATION_REQUESTED;
-        from_termination(&f, &rec->u.termination);
-    } else {
+    rec->type = request_type(name);
+    if (rec->type == MW_REC_COUNT) {
         mw_error_set(err, MW_ERR_INPUT, false,
                      "cannot produce a record of type \"%s\"", name);
         mw_error_hint(err, "Use \"CustomerRequested\" (the default) or "
                            "\"CustomerTerminationRequested\".");
         return -1;
     }
+    table = record_table(rec->type);
+    check_members(&f, table);
+    for (size_t i = 0; i < table->count; i++)
+        from_value(&f, &table->fields[i], rec);
     return f.failed ? -1 : 0;
 }
 
 /* ---- Record to JSON --------------------------------------------------- */
 
-/* Appends members to an object; the first failure makes the rest no-ops. */
-struct to {
-    json_t *obj;
-    bool failed;
-};
-
-static void to_add(struct to *t, const char *name, json_t *v)
+static json_t *string_json(const char *s)
 {
-    /* json_object_set_new() takes v, also when it fails. */
-    if (t->failed || v == NULL || json_object_set_new(t->obj, name, v) != 0) {
-        if (t->failed)
-            json_decref(v);
-        t->failed = true;
-    }
-}
-
-static void to_string(struct to *t, const char *name, const char *s)
-{
-    to_add(t, name, s != NULL ? json_string(s) : json_null());
+    return s != NULL ? json_string(s) : json_null();
 }
 
 static json_t *time_json(int64_t ms)
@@ -597,37 +579,7 @@ static json_t *time_json(int64_t ms)
     return json_string(text);
 }
 
-static void to_time(struct to *t, const char *name, int64_t ms)
-{
-    to_add(t, name, time_json(ms));
-}
-
-static void to_optional_time(struct to *t, const char *name, bool is_set,
-                             int64_t ms)
-{
-    to_add(t, name, is_set ? time_json(ms) : json_null());
-}
-
-static void to_int(struct to *t, const char *name, int64_t v)
-{
-    to_add(t, name, json_integer(v));
-}
-
-static void to_boolean(struct to *t, const char *name, bool v)
-{
-    to_add(t, name, json_boolean(v));
-}
-
-/* An enum by symbol; a value out of range shows as its number. */
-static void to_enum(struct to *t, const char *name, const char *const *names,
-                    int count, int v)
-{
-    to_add(t, name,
-           v >= 0 && v < count ? json_string(names[v]) : json_integer(v));
-}
-
-static void to_strings(struct to *t, const char *name, const char *const *items,
-                       size_t count)
+static json_t *strings_json(const char *const *items, size_t count)
 {
     json_t *list = json_array();
 
@@ -638,183 +590,105 @@ static void to_strings(struct to *t, const char *name, const char *const *items,
             list = NULL;
         }
     }
-    to_add(t, name, list);
+    return list;
 }
 
-static void to_request(struct to *t, const struct mw_request *r)
-{
-    to_string(t, "request_id", r->request_id);
-    to_time(t, "requested_at", r->requested_at);
-    to_string(t, "requested_by", r->requested_by);
-    to_string(t, "msp_id", r->msp_id);
-    to_string(t, "msp_domain", r->msp_domain);
-    to_enum(t, "mail_platform", mw_mail_platform_names, MW_PLATFORM_COUNT,
-            r->mail_platform);
-    to_enum(t, "service", mw_service_names, MW_SERVICE_COUNT, r->service);
-    to_string(t, "company_name", r->company_name);
-    to_string(t, "primary_domain", r->primary_domain);
-    to_strings(t, "additional_domains", r->additional_domains,
-               r->additional_domains_count);
-    to_string(t, "delivery_destination", r->delivery_destination);
-    to_int(t, "licenses", r->licenses);
-    to_string(t, "default_admin_email", r->default_admin_email);
-    to_string(t, "policy_template_id", r->policy_template_id);
-    to_boolean(t, "apply_global_rules", r->apply_global_rules);
-    to_boolean(t, "msp_management", r->msp_management);
-    to_boolean(t, "two_factor_required", r->two_factor_required);
-    to_boolean(t, "monitor_mode", r->monitor_mode);
-    to_enum(t, "account_type", mw_account_type_names, MW_ACCOUNT_COUNT,
-            r->account_type);
-}
+static int add_fields(json_t *obj, const struct record_table *table,
+                      const void *base);
 
-static void to_termination(struct to *t, const struct mw_termination_request *r)
+/* Nested records as an array of objects; no container is no items. */
+static json_t *records_json(const struct record_field *field, const void *base)
 {
-    to_string(t, "request_id", r->request_id);
-    to_time(t, "requested_at", r->requested_at);
-    to_string(t, "requested_by", r->requested_by);
-    to_string(t, "msp_id", r->msp_id);
-    to_string(t, "customer_id", r->customer_id);
-    to_optional_time(t, "effective_at", r->has_effective_at, r->effective_at);
-}
-
-static void to_created(struct to *t, const struct mw_customer_created *c)
-{
-    to_string(t, "event_id", c->event_id);
-    to_string(t, "customer_id", c->customer_id);
-    to_string(t, "request_id", c->request_id);
-    to_string(t, "msp_id", c->msp_id);
-    to_time(t, "occurred_at", c->occurred_at);
-    to_string(t, "requested_by", c->requested_by);
-    to_string(t, "company_name", c->company_name);
-    to_string(t, "primary_domain", c->primary_domain);
-    to_strings(t, "additional_domains", c->additional_domains,
-               c->additional_domains_count);
-    to_enum(t, "mail_platform", mw_mail_platform_names, MW_PLATFORM_COUNT,
-            c->mail_platform);
-    to_enum(t, "service", mw_service_names, MW_SERVICE_COUNT, c->service);
-    to_enum(t, "account_type", mw_account_type_names, MW_ACCOUNT_COUNT,
-            c->account_type);
-    to_int(t, "licenses", c->licenses);
-    to_boolean(t, "billable", c->billable);
-    to_optional_time(t, "billing_starts_at", c->has_billing_starts_at,
-                     c->billing_starts_at);
-    to_optional_time(t, "trial_ends_at", c->has_trial_ends_at,
-                     c->trial_ends_at);
-    to_string(t, "default_admin_email", c->default_admin_email);
-    to_string(t, "delivery_destination", c->delivery_destination);
-    to_string(t, "policy_template_id", c->policy_template_id);
-    to_boolean(t, "apply_global_rules", c->apply_global_rules);
-    to_boolean(t, "msp_management", c->msp_management);
-    to_boolean(t, "two_factor_required", c->two_factor_required);
-    to_boolean(t, "monitor_mode", c->monitor_mode);
-    to_enum(t, "installation", mw_installation_names, MW_INSTALL_COUNT,
-            c->installation);
-}
-
-static void to_errors(struct to *t, const struct mw_rejection *r)
-{
+    const struct record_array *a = field->array;
+    const void *container =
+        *(const void *const *)record_at_const(base, field->offset);
     json_t *list = json_array();
-    size_t count = r != NULL ? r->count : 0;
+    const char *items;
+    size_t count = 0;
 
+    if (container != NULL)
+        count = *(const size_t *)record_at_const(container, a->count_offset);
+    items = container ? record_at_const(container, a->items_offset) : NULL;
     for (size_t i = 0; list != NULL && i < count; i++) {
-        const struct mw_rejection_error *e = &r->errors[i];
-        struct to item = {.obj = json_object()};
+        json_t *item = json_object();
 
-        item.failed = item.obj == NULL;
-        to_string(&item, "field", e->field);
-        to_enum(&item, "code", mw_rejection_code_names, MW_REJ_COUNT, e->code);
-        to_string(&item, "message", e->message);
-        if (item.failed || json_array_append_new(list, item.obj) != 0) {
-            if (item.failed)
-                json_decref(item.obj);
+        if (item != NULL &&
+            add_fields(item, a->item, items + i * a->item_size) != 0) {
+            json_decref(item);
+            item = NULL;
+        }
+        /* json_array_append_new() takes item, also when it fails. */
+        if (item == NULL || json_array_append_new(list, item) != 0) {
             json_decref(list);
             list = NULL;
         }
     }
-    to_add(t, "errors", list);
+    return list;
 }
 
-static void to_rejected(struct to *t, const struct mw_customer_rejected *r)
+/* The JSON of row field read from base, or NULL when out of memory. */
+static json_t *value_json(const struct record_field *field, const void *base)
 {
-    to_string(t, "event_id", r->event_id);
-    to_string(t, "request_id", r->request_id);
-    to_string(t, "msp_id", r->msp_id);
-    to_time(t, "occurred_at", r->occurred_at);
-    to_string(t, "requested_by", r->requested_by);
-    to_errors(t, r->rejection);
+    const void *at = record_at_const(base, field->offset);
+    int v;
+
+    switch (field->kind) {
+    case RECORD_STRING:
+    case RECORD_OPTIONAL_STRING:
+        return string_json(*(const char *const *)at);
+    case RECORD_TEXT:
+        return json_string(at);
+    case RECORD_BOOLEAN:
+        return json_boolean(*(const bool *)at);
+    case RECORD_INT:
+        return json_integer(*(const int32_t *)at);
+    case RECORD_TIME:
+        return time_json(*(const int64_t *)at);
+    case RECORD_OPTIONAL_TIME:
+        if (!*(const bool *)record_at_const(base, field->aux_offset))
+            return json_null();
+        return time_json(*(const int64_t *)at);
+    case RECORD_ENUM:
+        /* A value out of range shows as its number. */
+        v = *(const int *)at;
+        return v >= 0 && v < field->limit ? json_string(field->symbols[v])
+                                          : json_integer(v);
+    case RECORD_STRINGS:
+        return strings_json(
+            *(const char *const *const *)at,
+            *(const size_t *)record_at_const(base, field->aux_offset));
+    case RECORD_RECORDS:
+        return records_json(field, base);
+    }
+    return NULL;
 }
 
-static void to_trial_ending(struct to *t, const struct mw_trial_ending *e)
+/* Adds the rows of table read from base to obj.  0, or -1 (memory). */
+static int add_fields(json_t *obj, const struct record_table *table,
+                      const void *base)
 {
-    to_string(t, "event_id", e->event_id);
-    to_string(t, "customer_id", e->customer_id);
-    to_string(t, "msp_id", e->msp_id);
-    to_time(t, "occurred_at", e->occurred_at);
-    to_time(t, "trial_ends_at", e->trial_ends_at);
-    to_int(t, "licenses", e->licenses);
-    to_string(t, "requested_by", e->requested_by);
-}
+    for (size_t i = 0; i < table->count; i++) {
+        json_t *v = value_json(&table->fields[i], base);
 
-static void to_trial_converted(struct to *t, const struct mw_trial_converted *c)
-{
-    to_string(t, "event_id", c->event_id);
-    to_string(t, "customer_id", c->customer_id);
-    to_string(t, "msp_id", c->msp_id);
-    to_time(t, "occurred_at", c->occurred_at);
-    to_time(t, "trial_started_at", c->trial_started_at);
-    to_time(t, "trial_ended_at", c->trial_ended_at);
-    to_int(t, "licenses", c->licenses);
-    to_time(t, "billing_starts_at", c->billing_starts_at);
-}
-
-static void to_terminated(struct to *t, const struct mw_customer_terminated *c)
-{
-    to_string(t, "event_id", c->event_id);
-    to_string(t, "customer_id", c->customer_id);
-    to_string(t, "msp_id", c->msp_id);
-    to_time(t, "occurred_at", c->occurred_at);
-    to_time(t, "terminated_at", c->terminated_at);
-    to_boolean(t, "was_trial", c->was_trial);
-    to_string(t, "request_id", c->request_id);
+        /* json_object_set_new() takes v, also when it fails. */
+        if (v == NULL ||
+            json_object_set_new(obj, table->fields[i].name, v) != 0)
+            return -1;
+    }
+    return 0;
 }
 
 json_t *convert_record_to_json(const struct mw_record *rec)
 {
-    struct to t = {.obj = json_object()};
+    const struct record_table *table = record_table(rec->type);
+    json_t *obj = json_object();
 
-    if (t.obj == NULL || (int)rec->type < 0 || rec->type >= MW_REC_COUNT) {
-        json_decref(t.obj);
+    if (obj == NULL || table == NULL ||
+        json_object_set_new(obj, "type",
+                            json_string(mw_record_names[rec->type])) != 0 ||
+        add_fields(obj, table, rec) != 0) {
+        json_decref(obj);
         return NULL;
     }
-    to_string(&t, "type", mw_record_names[rec->type]);
-    switch (rec->type) {
-    case MW_REC_CUSTOMER_REQUESTED:
-        to_request(&t, &rec->u.request);
-        break;
-    case MW_REC_CUSTOMER_TERMINATION_REQUESTED:
-        to_termination(&t, &rec->u.termination);
-        break;
-    case MW_REC_CUSTOMER_CREATED:
-        to_created(&t, &rec->u.created);
-        break;
-    case MW_REC_CUSTOMER_REJECTED:
-        to_rejected(&t, &rec->u.rejected);
-        break;
-    case MW_REC_TRIAL_ENDING:
-        to_trial_ending(&t, &rec->u.trial_ending);
-        break;
-    case MW_REC_TRIAL_CONVERTED:
-        to_trial_converted(&t, &rec->u.trial_converted);
-        break;
-    case MW_REC_CUSTOMER_TERMINATED:
-        to_terminated(&t, &rec->u.terminated);
-        break;
-    case MW_REC_COUNT:
-        break;
-    }
-    if (t.failed) {
-        json_decref(t.obj);
-        return NULL;
-    }
-    return t.obj;
+    return obj;
 }
