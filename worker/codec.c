@@ -274,6 +274,17 @@ static enum codec_status decode_body(struct codec *codec, struct codec_type *t,
     return codec_value_take(t->type, &t->value, NULL, NULL, arena, rec, err);
 }
 
+/* A value shorter than its framing header: err says so. */
+static enum codec_status header_truncated(const char *framing, size_t len,
+                                          int header_len, struct mw_error *err)
+{
+    mw_error_set(err, MW_ERR_DECODE, false,
+                 "corrupt Avro: the %s header is truncated", framing);
+    mw_error_detail(err, "The value is %zu bytes; the header alone is %d.",
+                    len, header_len);
+    return CODEC_CORRUPT_AVRO;
+}
+
 static enum codec_status
 decode_single_object(struct codec *codec, const unsigned char *buf, size_t len,
                      struct mw_arena *arena, struct mw_record *rec,
@@ -289,13 +300,9 @@ decode_single_object(struct codec *codec, const unsigned char *buf, size_t len,
         mw_error_detail(err, "Single-object encoding starts 0xc3 0x01.");
         return CODEC_BAD_MAGIC;
     }
-    if (len < SINGLE_OBJECT_HEADER) {
-        mw_error_set(err, MW_ERR_DECODE, false,
-                     "corrupt Avro: the single-object header is truncated");
-        mw_error_detail(err, "The value is %zu bytes; the header alone is %d.",
-                        len, SINGLE_OBJECT_HEADER);
-        return CODEC_CORRUPT_AVRO;
-    }
+    if (len < SINGLE_OBJECT_HEADER)
+        return header_truncated("single-object", len, SINGLE_OBJECT_HEADER,
+                                err);
     for (int i = 0; i < 8; i++)
         fingerprint |= (uint64_t)buf[2 + i] << (8 * i);
     for (int i = 0; i < MW_REC_COUNT; i++) {
@@ -325,15 +332,8 @@ static enum codec_status decode_confluent(struct codec *codec,
 {
     uint32_t id;
 
-    if (len < CODEC_CONFLUENT_HEADER) {
-        mw_error_set(err, MW_ERR_DECODE, false,
-                     "corrupt Avro: the Confluent header is truncated");
-        mw_error_detail(err, "The value is %zu bytes; the header alone is %d.",
-                        len, CODEC_CONFLUENT_HEADER);
-        return CODEC_CORRUPT_AVRO;
-    }
-    id = (uint32_t)buf[1] << 24 | (uint32_t)buf[2] << 16 |
-         (uint32_t)buf[3] << 8 | (uint32_t)buf[4];
+    if (codec_confluent_id(buf, len, &id) != 0)
+        return header_truncated("Confluent", len, CODEC_CONFLUENT_HEADER, err);
     if (!codec->has_registry) {
         mw_error_set(err, MW_ERR_DECODE, false,
                      "unknown schema id %" PRIu32 ": no Schema Registry is "
