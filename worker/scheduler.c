@@ -59,7 +59,10 @@ struct scheduler {
     atomic_int stop;
 };
 
-/* What one round did. */
+/*
+ * What one round did.  cancelled counts the claimed timers that no longer
+ * applied and the pending ones a termination withdrew.
+ */
 struct round {
     size_t claimed;
     size_t fired;
@@ -190,6 +193,11 @@ static int fire_round(struct store *store, struct codec *codec,
     for (size_t i = 0; i < count; i++) {
         const struct store_timer *t = &timers[i];
 
+        if (t->action == STORE_TIMER_WITHDRAWN) {
+            out->cancelled++;
+            continue;
+        }
+        out->claimed++;
         if (t->action == STORE_TIMER_CANCELLED) {
             out->cancelled++;
             continue;
@@ -213,7 +221,6 @@ static int fire_round(struct store *store, struct codec *codec,
     } else if (store_batch_finish(store, rows, nrows, err) < 0) {
         return -1;
     }
-    out->claimed = count;
     out->fired = nrows;
     atomic_fetch_add(&mw_metrics.timers_fired, (long long)nrows);
     return 0;

@@ -1819,7 +1819,7 @@ int store_outbox_wait(struct store *store, int timeout_ms, struct mw_error *err)
 static const char *const timer_kind_names[] = {
     "TRIAL_ENDING", "TRIAL_CONVERSION", "TERMINATION"};
 static const char *const timer_action_names[] = {"FIRED", "CANCELLED",
-                                                 "DEFERRED"};
+                                                 "DEFERRED", "WITHDRAWN"};
 
 /* Copies a text column into arena; NULL for SQL null.  0, or -1 (OOM). */
 static int copy_text(struct mw_arena *arena, const PGresult *res, int row,
@@ -1851,7 +1851,7 @@ static int read_timers(const PGresult *res, struct mw_arena *arena,
         return -1;
     for (int i = 0; i < rows; i++) {
         struct store_timer *t = &out[i];
-        int action = mw_enum_lookup(timer_action_names, 3,
+        int action = mw_enum_lookup(timer_action_names, 4,
                                     PQgetvalue(res, i, 1));
         int kind = mw_enum_lookup(timer_kind_names, 3, PQgetvalue(res, i, 2));
 

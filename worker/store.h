@@ -208,6 +208,8 @@ enum store_timer_action {
     STORE_TIMER_FIRED = 0, /* applied: write its event in this transaction */
     STORE_TIMER_CANCELLED, /* no longer applies: no event */
     STORE_TIMER_DEFERRED,  /* an earlier timer of its customer is pending */
+    STORE_TIMER_WITHDRAWN, /* not claimed, but cancelled by its customer's
+                            * termination fired in this claim: no event */
 };
 
 /*
@@ -238,7 +240,8 @@ struct store_timer {
  * migrations/0005_set_based_timers.sql).  Returns 0 with the transaction
  * open, to be ended by store_batch_finish with the events of the FIRED
  * timers (or store_batch_abort), and *timers (from arena) set to *count
- * claimed timers; or -1 with err and the transaction rolled back.
+ * timers in (due_at, id) order: those claimed (at most max) and the
+ * WITHDRAWN ones; or -1 with err and the transaction rolled back.
  * Deadlocks and serialization failures are retried inside.
  */
 int store_timers_claim(struct store *store, int64_t now_ms, size_t max,
