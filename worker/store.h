@@ -45,12 +45,12 @@ int store_ping(struct store *store, struct mw_error *err);
 /* What became of one consumed message. */
 enum store_outcome {
     STORE_PENDING = 0,
-    STORE_CREATED,      /* customer provisioned now */
-    STORE_REJECTED,     /* rejected now (rules or a taken domain) */
-    STORE_DUPLICATE,    /* same request_id, same content: nothing new */
-    STORE_CONFLICT,     /* same request_id, other content */
-    STORE_DLQ,          /* undecodable, sent to the DLQ */
-    STORE_SCHEDULED,    /* termination accepted (lifecycle) */
+    STORE_CREATED,   /* customer provisioned now */
+    STORE_REJECTED,  /* rejected now (rules or a taken domain) */
+    STORE_DUPLICATE, /* same request_id, same content: nothing new */
+    STORE_CONFLICT,  /* same request_id, other content */
+    STORE_DLQ,       /* undecodable, sent to the DLQ */
+    STORE_SCHEDULED, /* termination accepted (lifecycle) */
 };
 
 enum store_item_kind {
@@ -134,9 +134,8 @@ int store_batch_claim(struct store *store, struct store_item *items,
  * own.  Returns 0 once the commit is durable, or -1 with err filled and the
  * transaction rolled back.
  */
-int store_batch_finish(struct store *store,
-                       const struct store_outbox_row *rows, size_t count,
-                       struct mw_error *err);
+int store_batch_finish(struct store *store, const struct store_outbox_row *rows,
+                       size_t count, struct mw_error *err);
 
 /* Rolls back an open batch transaction, if any.  Can't fail. */
 void store_batch_abort(struct store *store);
@@ -164,9 +163,9 @@ int store_relay_lead(struct store *store, bool *is_leader,
  * Reads up to max unpublished outbox rows, oldest first, into an array
  * allocated from arena.  Returns 0, or -1 with err.
  */
-int store_outbox_fetch(struct store *store, size_t max,
-                       struct mw_arena *arena, struct store_outbox_msg **msgs,
-                       size_t *count, struct mw_error *err);
+int store_outbox_fetch(struct store *store, size_t max, struct mw_arena *arena,
+                       struct store_outbox_msg **msgs, size_t *count,
+                       struct mw_error *err);
 
 /*
  * Marks rows published: deletes them, or with keep sets their published_at
@@ -226,8 +225,8 @@ struct store_timer {
     const char *requested_by;
     int32_t licenses;
     int64_t created_at;
-    int64_t trial_ends_at; /* 0 when the customer never was on trial */
-    int64_t due_at;        /* the effective time of a termination */
+    int64_t trial_ends_at;   /* 0 when the customer never was on trial */
+    int64_t due_at;          /* the effective time of a termination */
     const char *request_id;  /* TERMINATION: its request id, else NULL */
     const char *traceparent; /* of the creating or terminating request */
     bool was_trial;          /* on trial when the timer was applied */
@@ -272,7 +271,7 @@ int store_timers_wait(struct store *store, int timeout_ms,
  * with UTC times.  Returns 1 and sets *json (malloc'ed, the caller frees)
  * when found, 0 when not, -1 with err.
  */
-int store_customer_describe(struct store *store, const char *key,
-                            char **json, struct mw_error *err);
+int store_customer_describe(struct store *store, const char *key, char **json,
+                            struct mw_error *err);
 
 #endif
