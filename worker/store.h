@@ -1,7 +1,9 @@
 /*
  * Everything the worker keeps in PostgreSQL, and the only module that
- * speaks SQL: migrations, the per-batch provisioning transaction, the
- * outbox read by the relay.
+ * speaks SQL: migrations (store.c), the per-batch provisioning
+ * transaction (store_claim.c), the outbox written with it and read by the
+ * relay (store_outbox.c), the lifecycle timers and the customer
+ * description for operators (store_timers.c).
  *
  * A struct store is one connection, used by one thread.  Errors from libpq
  * are classified where they are seen: SQLSTATE class 08 and 57P0x (and a
