@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 
+/* What the MSP must set up for the service, told in CustomerCreated. */
 static enum mw_installation installation_of(int service)
 {
     switch (service) {
@@ -30,6 +31,7 @@ static enum mw_installation installation_of(int service)
     }
 }
 
+/* Writes len bytes as 2 * len lower-case hex digits and a NUL. */
 static void hex(const unsigned char *in, size_t len, char *out)
 {
     static const char digits[] = "0123456789abcdef";
