@@ -62,16 +62,4 @@ int process_batch(struct process *process, const struct process_msg *msgs,
                   size_t count, struct process_stats *stats,
                   struct mw_error *err);
 
-/*
- * Encodes rec (from arena) and fills row for customer.events with the
- * headers of SPEC §3: event_type, event_id, request_id and traceparent
- * when not NULL.  Shared with the scheduler, so every event is framed and
- * labelled one way.  Returns 0, or -1 with err.
- */
-int process_event_row(struct codec *codec, struct mw_arena *arena,
-                      const struct mw_record *rec, const char *event_id,
-                      const char *key, const char *request_id,
-                      const char *traceparent, struct store_outbox_row *row,
-                      struct mw_error *err);
-
 #endif

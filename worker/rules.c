@@ -3,13 +3,16 @@
  * be provisioned, and if so returns it normalised.  It does no I/O, reads
  * no clock and keeps no state, so the same request always gets the same
  * answer on every replica; checks that need the database (a domain already
- * taken, a customer that does not exist) belong to store.  The invariant:
- * every failing rule is reported at once, in schema field order, with the
- * top-level field name, and every message is valid UTF-8 whatever bytes the
- * request held.  Domains go through libidn2 (IDNA2008, UTS #46 mapping)
- * without IDN2_USE_STD3_ASCII_RULES, because libidn2 2.3 then silently
- * drops characters such as "_" and " " instead of refusing them; the
- * host-name rules are checked here on the A-label form instead.
+ * taken, a customer that does not exist) belong to store, but the
+ * sentences that tell an MSP their outcome are written here too, so that
+ * every message a CustomerRejected carries comes from this file.  The
+ * invariant: every failing rule is reported at once, in schema field
+ * order, with the top-level field name, and every message is valid UTF-8
+ * whatever bytes the request held.  Domains go through libidn2
+ * (IDNA2008, UTS #46 mapping) without IDN2_USE_STD3_ASCII_RULES, because
+ * libidn2 2.3 then silently drops characters such as "_" and " " instead
+ * of refusing them; the host-name rules are checked here on the A-label
+ * form instead.
  */
 #include "rules.h"
 #include "ids.h"
@@ -1015,6 +1018,17 @@ static const char *duplicate(struct check *c, const char *s)
     return p;
 }
 
+/* Checks the fields every request and termination carries first. */
+static void check_origin(struct check *c, const char *request_id,
+                         const char *requested_by, const char *msp_id)
+{
+    check_uuid_field(c, "request_id", "request id", request_id);
+    check_email_field(c, "requested_by", "requesting user's e-mail address",
+                      requested_by);
+    if (!is_missing(c, "msp_id", "MSP id", msp_id))
+        check_text_field(c, "msp_id", "MSP id", msp_id, MW_MAX_ID);
+}
+
 int rules_check_request(const struct mw_request *req, struct mw_arena *arena,
                         struct mw_request *out, struct mw_rejection *rej)
 {
@@ -1026,11 +1040,7 @@ int rules_check_request(const struct mw_request *req, struct mw_arena *arena,
     struct mw_request result = *req;
 
     rej->count = 0;
-    check_uuid_field(&c, "request_id", "request id", req->request_id);
-    check_email_field(&c, "requested_by", "requesting user's e-mail address",
-                      req->requested_by);
-    if (!is_missing(&c, "msp_id", "MSP id", req->msp_id))
-        check_text_field(&c, "msp_id", "MSP id", req->msp_id, MW_MAX_ID);
+    check_origin(&c, req->request_id, req->requested_by, req->msp_id);
     msp_domain =
         check_domain_field(&c, "msp_domain", "MSP domain", req->msp_domain);
 
@@ -1116,13 +1126,71 @@ int rules_check_termination(const struct mw_termination_request *req,
     struct check c = {.rej = rej};
 
     rej->count = 0;
-    check_uuid_field(&c, "request_id", "request id", req->request_id);
-    check_email_field(&c, "requested_by", "requesting user's e-mail address",
-                      req->requested_by);
-    if (!is_missing(&c, "msp_id", "MSP id", req->msp_id))
-        check_text_field(&c, "msp_id", "MSP id", req->msp_id, MW_MAX_ID);
+    check_origin(&c, req->request_id, req->requested_by, req->msp_id);
     check_uuid_field(&c, "customer_id", "customer id", req->customer_id);
     if (c.is_out_of_memory)
         return -1;
     return rej->count > 0 ? 1 : 0;
+}
+
+/* ---- rejections decided after the claim ---- */
+
+void rules_reject_taken_domains(const char *primary_domain,
+                                const char *const *taken, size_t count,
+                                struct mw_rejection *rej)
+{
+    char shown[SHOWN_BUF];
+
+    rej->count = 0;
+    for (size_t i = 0; i < count; i++) {
+        const char *field = strcmp(taken[i], primary_domain) == 0
+                                ? "primary_domain"
+                                : "additional_domains";
+
+        rules_add_error(rej, field, MW_REJ_DOMAIN_ALREADY_PROVISIONED,
+                        "The domain \"%s\" is already provisioned for another "
+                        "customer.",
+                        show(shown, taken[i]));
+    }
+    if (count == 0)
+        rules_add_error(rej, "primary_domain",
+                        MW_REJ_DOMAIN_ALREADY_PROVISIONED,
+                        "A domain of this request is already provisioned for "
+                        "another customer.");
+}
+
+void rules_reject_termination(int code, struct mw_rejection *rej)
+{
+    rej->count = 0;
+    switch (code) {
+    case MW_REJ_UNKNOWN_CUSTOMER:
+        rules_add_error(rej, "customer_id", code,
+                        "There is no customer with this id.");
+        break;
+    case MW_REJ_NOT_CUSTOMER_OWNER:
+        rules_add_error(rej, "customer_id", code,
+                        "The customer belongs to another MSP.");
+        break;
+    case MW_REJ_INVALID_FIELD:
+        rules_add_error(rej, "request_id", code,
+                        "The request id, MSP id or customer id is not valid "
+                        "UTF-8 or is too long to be stored.");
+        break;
+    default: /* MW_REJ_ALREADY_TERMINATED */
+        rules_add_error(rej, "customer_id", code,
+                        "The customer is already terminated or has a "
+                        "termination scheduled.");
+        break;
+    }
+}
+
+void rules_reject_conflict(const char *request_id, struct mw_rejection *rej)
+{
+    char shown[SHOWN_BUF];
+
+    rej->count = 0;
+    rules_add_error(rej, "request_id", MW_REJ_REQUEST_ID_CONFLICT,
+                    "The request id \"%s\" was already used for a request "
+                    "with other content; the first request stands.",
+                    show(shown, request_id));
 }

@@ -51,6 +51,32 @@ const char *rules_normalize_domain(const char *name, struct mw_arena *arena,
 bool rules_domain_is_under(const char *domain, const char *parent);
 
 /*
+ * The rejections decided once the database has answered.  Each empties rej
+ * and fills it with full sentences naming the field, as the checks above
+ * do, and can't fail.
+ */
+
+/*
+ * A valid request some of whose domains live customers hold: one
+ * DOMAIN_ALREADY_PROVISIONED error per taken domain (normalised names, in
+ * the order of the request), on primary_domain when it is the primary,
+ * else on additional_domains; one error for the request when count is 0.
+ */
+void rules_reject_taken_domains(const char *primary_domain,
+                                const char *const *taken, size_t count,
+                                struct mw_rejection *rej);
+
+/*
+ * A termination the database refused, with code as mw_claim_termination
+ * returns it (UNKNOWN_CUSTOMER, NOT_CUSTOMER_OWNER, ALREADY_TERMINATED),
+ * or INVALID_FIELD for identifiers PostgreSQL cannot store.
+ */
+void rules_reject_termination(int code, struct mw_rejection *rej);
+
+/* A request id used before for a request with other content. */
+void rules_reject_conflict(const char *request_id, struct mw_rejection *rej);
+
+/*
  * Appends an error to rej (ignored once MW_MAX_REJECTION_ERRORS are held).
  * The message is formatted into the error's buffer; text that does not fit
  * is cut at a character boundary, so valid UTF-8 stays valid.

@@ -25,11 +25,9 @@
 #include "scheduler.h"
 
 #include "arena.h"
-#include "ids.h"
-#include "kafka.h"
+#include "events.h"
 #include "log.h"
 #include "metrics.h"
-#include "process.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -59,7 +57,10 @@ struct scheduler {
     atomic_int stop;
 };
 
-/* What one round did. */
+/*
+ * What one round did.  cancelled counts the claimed timers that no longer
+ * applied and the pending ones a termination withdrew.
+ */
 struct round {
     size_t claimed;
     size_t fired;
@@ -89,82 +90,6 @@ static void sleep_ms(struct scheduler *s, int64_t ms)
     }
 }
 
-/* Fills rec with the event of a fired timer; event_id is its storage. */
-static void timer_record(const struct store_timer *t, int64_t now_ms,
-                         char event_id[IDS_UUID_LEN + 1], struct mw_record *rec)
-{
-    memset(rec, 0, sizeof(*rec));
-    switch (t->kind) {
-    case STORE_TIMER_TRIAL_ENDING:
-        ids_event_id("TrialEnding", t->customer_id, event_id);
-        rec->type = MW_REC_TRIAL_ENDING;
-        rec->u.trial_ending.event_id = event_id;
-        rec->u.trial_ending.customer_id = t->customer_id;
-        rec->u.trial_ending.msp_id = t->msp_id;
-        rec->u.trial_ending.occurred_at = now_ms;
-        rec->u.trial_ending.trial_ends_at = t->trial_ends_at;
-        rec->u.trial_ending.licenses = t->licenses;
-        rec->u.trial_ending.requested_by = t->requested_by;
-        break;
-    case STORE_TIMER_TRIAL_CONVERSION:
-        ids_event_id("TrialConverted", t->customer_id, event_id);
-        rec->type = MW_REC_TRIAL_CONVERTED;
-        rec->u.trial_converted.event_id = event_id;
-        rec->u.trial_converted.customer_id = t->customer_id;
-        rec->u.trial_converted.msp_id = t->msp_id;
-        rec->u.trial_converted.occurred_at = now_ms;
-        rec->u.trial_converted.trial_started_at = t->created_at;
-        rec->u.trial_converted.trial_ended_at = t->trial_ends_at;
-        rec->u.trial_converted.licenses = t->licenses;
-        /* Billing starts at the trial end, not when it was noticed. */
-        rec->u.trial_converted.billing_starts_at = t->trial_ends_at;
-        break;
-    case STORE_TIMER_TERMINATION:
-        ids_event_id("CustomerTerminated", t->request_id, event_id);
-        rec->type = MW_REC_CUSTOMER_TERMINATED;
-        rec->u.terminated.event_id = event_id;
-        rec->u.terminated.customer_id = t->customer_id;
-        rec->u.terminated.msp_id = t->msp_id;
-        rec->u.terminated.occurred_at = now_ms;
-        rec->u.terminated.terminated_at = t->due_at;
-        rec->u.terminated.was_trial = t->was_trial;
-        rec->u.terminated.request_id = t->request_id;
-        break;
-    }
-}
-
-/*
- * Encodes the event of a fired timer into an outbox row keyed by the
- * customer id, with the headers of SPEC §3: request_id is the request the
- * event follows from (the termination, or the request that created the
- * customer), traceparent that request's.  Returns 0, or -1 with err.
- */
-static int timer_row(struct codec *codec, struct mw_arena *arena,
-                     const struct store_timer *t, int64_t now_ms,
-                     struct store_outbox_row *row, struct mw_error *err)
-{
-    char *event_id = arena_alloc(arena, IDS_UUID_LEN + 1);
-    const char *request_id = t->kind == STORE_TIMER_TERMINATION
-                                 ? t->request_id
-                                 : t->customer_request_id;
-    struct mw_record rec;
-
-    if (event_id == NULL)
-        goto oom;
-    if (t->kind == STORE_TIMER_TERMINATION && t->request_id == NULL) {
-        mw_error_set(err, MW_ERR_DATABASE, false,
-                     "termination timer %lld has no request id",
-                     (long long)t->id);
-        return -1;
-    }
-    timer_record(t, now_ms, event_id, &rec);
-    return process_event_row(codec, arena, &rec, event_id, t->customer_id,
-                             request_id, t->traceparent, row, err);
-oom:
-    mw_error_set(err, MW_ERR_SYSTEM, true, "out of memory");
-    return -1;
-}
-
 /*
  * One round: claim, encode, write and commit.  Returns 0 with out filled,
  * or -1 with err and nothing kept.
@@ -190,6 +115,11 @@ static int fire_round(struct store *store, struct codec *codec,
     for (size_t i = 0; i < count; i++) {
         const struct store_timer *t = &timers[i];
 
+        if (t->action == STORE_TIMER_WITHDRAWN) {
+            out->cancelled++;
+            continue;
+        }
+        out->claimed++;
         if (t->action == STORE_TIMER_CANCELLED) {
             out->cancelled++;
             continue;
@@ -198,7 +128,7 @@ static int fire_round(struct store *store, struct codec *codec,
             out->deferred++;
             continue;
         }
-        if (timer_row(codec, arena, t, now_ms, &rows[nrows], err) < 0) {
+        if (events_timer_row(codec, arena, t, now_ms, &rows[nrows], err) < 0) {
             store_batch_abort(store);
             return -1;
         }
@@ -213,7 +143,6 @@ static int fire_round(struct store *store, struct codec *codec,
     } else if (store_batch_finish(store, rows, nrows, err) < 0) {
         return -1;
     }
-    out->claimed = count;
     out->fired = nrows;
     atomic_fetch_add(&mw_metrics.timers_fired, (long long)nrows);
     return 0;

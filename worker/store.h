@@ -1,7 +1,9 @@
 /*
  * Everything the worker keeps in PostgreSQL, and the only module that
- * speaks SQL: migrations, the per-batch provisioning transaction, the
- * outbox read by the relay.
+ * speaks SQL: migrations (store.c), the per-batch provisioning
+ * transaction (store_claim.c), the outbox written with it and read by the
+ * relay (store_outbox.c), the lifecycle timers and the customer
+ * description for operators (store_timers.c).
  *
  * A struct store is one connection, used by one thread.  Errors from libpq
  * are classified where they are seen: SQLSTATE class 08 and 57P0x (and a
@@ -45,12 +47,12 @@ int store_ping(struct store *store, struct mw_error *err);
 /* What became of one consumed message. */
 enum store_outcome {
     STORE_PENDING = 0,
-    STORE_CREATED,      /* customer provisioned now */
-    STORE_REJECTED,     /* rejected now (rules or a taken domain) */
-    STORE_DUPLICATE,    /* same request_id, same content: nothing new */
-    STORE_CONFLICT,     /* same request_id, other content */
-    STORE_DLQ,          /* undecodable, sent to the DLQ */
-    STORE_SCHEDULED,    /* termination accepted (lifecycle) */
+    STORE_CREATED,   /* customer provisioned now */
+    STORE_REJECTED,  /* rejected now (rules or a taken domain) */
+    STORE_DUPLICATE, /* same request_id, same content: nothing new */
+    STORE_CONFLICT,  /* same request_id, other content */
+    STORE_DLQ,       /* undecodable, sent to the DLQ */
+    STORE_SCHEDULED, /* termination accepted (lifecycle) */
 };
 
 enum store_item_kind {
@@ -134,9 +136,8 @@ int store_batch_claim(struct store *store, struct store_item *items,
  * own.  Returns 0 once the commit is durable, or -1 with err filled and the
  * transaction rolled back.
  */
-int store_batch_finish(struct store *store,
-                       const struct store_outbox_row *rows, size_t count,
-                       struct mw_error *err);
+int store_batch_finish(struct store *store, const struct store_outbox_row *rows,
+                       size_t count, struct mw_error *err);
 
 /* Rolls back an open batch transaction, if any.  Can't fail. */
 void store_batch_abort(struct store *store);
@@ -164,9 +165,9 @@ int store_relay_lead(struct store *store, bool *is_leader,
  * Reads up to max unpublished outbox rows, oldest first, into an array
  * allocated from arena.  Returns 0, or -1 with err.
  */
-int store_outbox_fetch(struct store *store, size_t max,
-                       struct mw_arena *arena, struct store_outbox_msg **msgs,
-                       size_t *count, struct mw_error *err);
+int store_outbox_fetch(struct store *store, size_t max, struct mw_arena *arena,
+                       struct store_outbox_msg **msgs, size_t *count,
+                       struct mw_error *err);
 
 /*
  * Marks rows published: deletes them, or with keep sets their published_at
@@ -208,6 +209,8 @@ enum store_timer_action {
     STORE_TIMER_FIRED = 0, /* applied: write its event in this transaction */
     STORE_TIMER_CANCELLED, /* no longer applies: no event */
     STORE_TIMER_DEFERRED,  /* an earlier timer of its customer is pending */
+    STORE_TIMER_WITHDRAWN, /* not claimed, but cancelled by its customer's
+                            * termination fired in this claim: no event */
 };
 
 /*
@@ -224,8 +227,8 @@ struct store_timer {
     const char *requested_by;
     int32_t licenses;
     int64_t created_at;
-    int64_t trial_ends_at; /* 0 when the customer never was on trial */
-    int64_t due_at;        /* the effective time of a termination */
+    int64_t trial_ends_at;   /* 0 when the customer never was on trial */
+    int64_t due_at;          /* the effective time of a termination */
     const char *request_id;  /* TERMINATION: its request id, else NULL */
     const char *traceparent; /* of the creating or terminating request */
     bool was_trial;          /* on trial when the timer was applied */
@@ -238,7 +241,8 @@ struct store_timer {
  * migrations/0005_set_based_timers.sql).  Returns 0 with the transaction
  * open, to be ended by store_batch_finish with the events of the FIRED
  * timers (or store_batch_abort), and *timers (from arena) set to *count
- * claimed timers; or -1 with err and the transaction rolled back.
+ * timers in (due_at, id) order: those claimed (at most max) and the
+ * WITHDRAWN ones; or -1 with err and the transaction rolled back.
  * Deadlocks and serialization failures are retried inside.
  */
 int store_timers_claim(struct store *store, int64_t now_ms, size_t max,
@@ -269,7 +273,7 @@ int store_timers_wait(struct store *store, int timeout_ms,
  * with UTC times.  Returns 1 and sets *json (malloc'ed, the caller frees)
  * when found, 0 when not, -1 with err.
  */
-int store_customer_describe(struct store *store, const char *key,
-                            char **json, struct mw_error *err);
+int store_customer_describe(struct store *store, const char *key, char **json,
+                            struct mw_error *err);
 
 #endif

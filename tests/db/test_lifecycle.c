@@ -436,7 +436,7 @@ static void termination_before_trial_end_never_converts(void **state)
                      2);
     assert_int_equal(query_num("SELECT count(*) FROM customers WHERE "
                                "customer_id = $1 AND status = 'TERMINATED' "
-                               "AND NOT billable",
+                               "AND NOT billable AND billing_starts_at IS NULL",
                                1, customer),
                      1);
     assert_int_equal(query_num("SELECT count(*) FROM customer_domains WHERE "
@@ -819,24 +819,46 @@ static void termination_cancels_timers_not_due_yet(void **state)
     struct mw_arena *arena = arena_new();
     struct store *store = open_store();
     struct codec *codec = open_codec();
+    struct mw_error err = {0};
     int64_t base = new_base();
     const char *customer;
+    struct store_timer *timers;
     struct events ev;
+    char *json = NULL;
 
     (void)state;
     /* Effective at once: only the termination is due. */
     customer = terminated_trial(store, codec, arena, base, 0, NULL);
+    /* The claim tells what the termination withdrew, though not due. */
+    assert_int_equal(claim_due(store, arena, base + 2 * DAY_MS, &timers), 3);
+    assert_claimed(&timers[0], customer, STORE_TIMER_TERMINATION,
+                   STORE_TIMER_FIRED, true);
+    assert_claimed(&timers[1], customer, STORE_TIMER_TRIAL_ENDING,
+                   STORE_TIMER_WITHDRAWN, false);
+    assert_int_equal(timers[1].due_at, base + 11 * DAY_MS);
+    assert_claimed(&timers[2], customer, STORE_TIMER_TRIAL_CONVERSION,
+                   STORE_TIMER_WITHDRAWN, false);
+    assert_int_equal(timers[2].due_at, base + 14 * DAY_MS);
+    store_batch_abort(store);
+
     assert_int_equal(fire(store, codec, base + 2 * DAY_MS), 1);
     assert_int_equal(query_num("SELECT count(*) FROM timers WHERE "
                                "customer_id = $1 AND kind <> 'TERMINATION' "
                                "AND cancelled AND fired_at = mw_ms_to_ts($2)",
                                2, customer, ms_text(arena, base + 2 * DAY_MS)),
                      2);
+    /* Terminated on trial: billing never started. */
     assert_int_equal(query_num("SELECT count(*) FROM customers WHERE "
                                "customer_id = $1 AND status = 'TERMINATED' "
-                               "AND terminated_at = mw_ms_to_ts($2)",
-                               2, customer, ms_text(arena, base + DAY_MS)),
+                               "AND terminated_at = mw_ms_to_ts($2) "
+                               "AND billing_starts_at IS NULL "
+                               "AND trial_ends_at = mw_ms_to_ts($3)",
+                               3, customer, ms_text(arena, base + DAY_MS),
+                               ms_text(arena, base + 14 * DAY_MS)),
                      1);
+    assert_int_equal(store_customer_describe(store, customer, &json, &err), 1);
+    assert_non_null(strstr(json, "\"billing_starts_at\": null"));
+    free(json);
     assert_int_equal(fire(store, codec, base + 30 * DAY_MS), 0);
     customer_events(codec, arena, customer, &ev);
     assert_int_equal(ev.count, 1);

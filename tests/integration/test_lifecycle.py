@@ -6,8 +6,10 @@ test clock, same code path), so a 14-day trial ends in seconds.  Events
 are decoded with python3-avro against schemas/."""
 
 import collections
+import json
 import os
 import signal
+import subprocess
 import time
 import uuid
 
@@ -218,6 +220,24 @@ def test_termination_before_trial_end_never_converts_and_frees_domain(
     assert msg["headers"]["traceparent"] == TERM_TRACEPARENT
     assert db.query("SELECT count(*) FROM timers WHERE customer_id = %s "
                     "AND fired_at IS NULL", customer)[0][0] == 0
+    # The log counts the reminder and the conversion the termination
+    # cancelled, though neither was due.
+    rounds = [json.loads(line) for line in w.log_text().splitlines()
+              if '"timers fired"' in line]
+    assert sum(r["fired"] for r in rounds) == 1, rounds
+    assert sum(r["cancelled"] for r in rounds) == 2, rounds
+    # Terminated on trial: billing never started, and customers show says so.
+    shown = subprocess.run(
+        [harness.WORKER, "customers", "show", customer],
+        env=w.env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    row = json.loads(shown.stdout)["customer"]
+    assert row["status"] == "TERMINATED"
+    assert row["billing_starts_at"] is None, row
+    assert row["trial_ends_at"] is not None
+    assert json.loads(shown.stdout)["pending_timers"] == []
 
     # Past the trial end: nothing more for it; its domain is free again.
     second = request(primary_domain=first["primary_domain"], msp_id="msp-2")

@@ -1010,6 +1010,118 @@ static void run_termination_case(void **state)
     check_rejection(&rej, row->errors);
 }
 
+/* ---- rejections decided after the claim ---- */
+
+enum after_claim { TAKEN, TERMINATION, CONFLICT };
+
+struct after_claim_case {
+    const char *name;
+    enum after_claim kind;
+    const char *taken[3];   /* TAKEN: the domains held, NULL-ended */
+    int code;               /* TERMINATION: the database's code */
+    const char *request_id; /* CONFLICT */
+    struct expected_error errors[MAX_EXPECTED];
+    const char *message; /* of the first error */
+};
+
+static const struct after_claim_case after_claim_cases[] = {
+    {"taken_primary_domain_is_named_on_primary_domain",
+     TAKEN,
+     {"contoso.com"},
+     0,
+     NULL,
+     {E(primary_domain, DOMAIN_ALREADY_PROVISIONED)},
+     "The domain \"contoso.com\" is already provisioned for another "
+     "customer."},
+    {"each_taken_domain_is_named_on_its_own_field",
+     TAKEN,
+     {"contoso.com", "fabrikam.com"},
+     0,
+     NULL,
+     {E(primary_domain, DOMAIN_ALREADY_PROVISIONED),
+      E(additional_domains, DOMAIN_ALREADY_PROVISIONED)},
+     NULL},
+    {"taken_without_a_domain_named_still_rejects_the_request",
+     TAKEN,
+     {NULL},
+     0,
+     NULL,
+     {E(primary_domain, DOMAIN_ALREADY_PROVISIONED)},
+     "A domain of this request is already provisioned for another "
+     "customer."},
+    {"termination_of_an_unknown_customer_says_there_is_none",
+     TERMINATION,
+     {NULL},
+     MW_REJ_UNKNOWN_CUSTOMER,
+     NULL,
+     {E(customer_id, UNKNOWN_CUSTOMER)},
+     "There is no customer with this id."},
+    {"termination_by_another_msp_says_the_customer_is_not_theirs",
+     TERMINATION,
+     {NULL},
+     MW_REJ_NOT_CUSTOMER_OWNER,
+     NULL,
+     {E(customer_id, NOT_CUSTOMER_OWNER)},
+     "The customer belongs to another MSP."},
+    {"second_termination_says_the_customer_is_already_terminated",
+     TERMINATION,
+     {NULL},
+     MW_REJ_ALREADY_TERMINATED,
+     NULL,
+     {E(customer_id, ALREADY_TERMINATED)},
+     "The customer is already terminated or has a termination scheduled."},
+    {"termination_with_ids_that_cannot_be_stored_is_invalid",
+     TERMINATION,
+     {NULL},
+     MW_REJ_INVALID_FIELD,
+     NULL,
+     {E(request_id, INVALID_FIELD)},
+     NULL},
+    {"conflicting_request_id_is_named_in_the_message",
+     CONFLICT,
+     {NULL},
+     0,
+     REQ_ID,
+     {E(request_id, REQUEST_ID_CONFLICT)},
+     "The request id \"" REQ_ID "\" was already used for a request with "
+     "other content; the first request stands."},
+    {"conflicting_hostile_request_id_is_quoted_safely",
+     CONFLICT,
+     {NULL},
+     0,
+     "a\"b\x01",
+     {E(request_id, REQUEST_ID_CONFLICT)},
+     "The request id \"a\\\"b\\x01\" was already used for a request "
+     "with other content; the first request stands."},
+};
+
+static void run_after_claim_case(void **state)
+{
+    const struct after_claim_case *row = *state;
+    struct mw_rejection rej;
+    size_t count = 0;
+
+    /* Whatever rej held before is replaced. */
+    rej.count = 0;
+    rules_add_error(&rej, "msp_id", MW_REJ_INVALID_FIELD, "Left over.");
+    while (count < 3 && row->taken[count] != NULL)
+        count++;
+    switch (row->kind) {
+    case TAKEN:
+        rules_reject_taken_domains("contoso.com", row->taken, count, &rej);
+        break;
+    case TERMINATION:
+        rules_reject_termination(row->code, &rej);
+        break;
+    case CONFLICT:
+        rules_reject_conflict(row->request_id, &rej);
+        break;
+    }
+    check_rejection(&rej, row->errors);
+    if (row->message != NULL)
+        check_string("message", row->message, rej.errors[0].message);
+}
+
 /* 100 additional domains are allowed, 101 are not. */
 static void additional_domains_limit_is_100(void **state)
 {
@@ -1154,7 +1266,8 @@ int main(void)
     };
     static struct CMUnitTest tests[COUNT(request_cases) + COUNT(domain_cases) +
                                    COUNT(under_cases) +
-                                   COUNT(termination_cases) + COUNT(fixed)];
+                                   COUNT(termination_cases) +
+                                   COUNT(after_claim_cases) + COUNT(fixed)];
     size_t n = 0;
 
     /* One test per row, named after the behaviour the row proves. */
@@ -1178,6 +1291,11 @@ int main(void)
             (struct CMUnitTest){.name = termination_cases[i].name,
                                 .test_func = run_termination_case,
                                 .initial_state = (void *)&termination_cases[i]};
+    for (size_t i = 0; i < COUNT(after_claim_cases); i++)
+        tests[n++] =
+            (struct CMUnitTest){.name = after_claim_cases[i].name,
+                                .test_func = run_after_claim_case,
+                                .initial_state = (void *)&after_claim_cases[i]};
     for (size_t i = 0; i < COUNT(fixed); i++)
         tests[n++] = fixed[i];
     return _cmocka_run_group_tests("rules", tests, n, NULL, NULL);
