@@ -146,7 +146,10 @@ static int parse_row(const char *line, struct property *p)
 /*
  * Loads librdkafka's property table.  A name listed twice (global and
  * topic level) keeps its first, global row, which rd_kafka_conf_set
- * prefers too.
+ * prefers too.  Known limit: the table is the text librdkafka prints for
+ * CONFIGURATION.md; were its layout to change, every property would be
+ * unknown and start-up would stop at the first MESH_WORKER_KAFKA_*
+ * variable, never pass one to the wrong client.
  */
 static void load_properties(void)
 {
