@@ -135,7 +135,10 @@ def test_each_property_reaches_only_the_clients_it_applies_to(
     for line in ("queue.buffering.max.ms = 3",
                  "socket.connection.setup.timeout.ms = 20000",
                  "batch.num.messages = 5000",
-                 "enable.idempotence = true"):
+                 "enable.idempotence = true",
+                 # the events' default codec, at its fastest level
+                 "compression.codec = gzip",
+                 "compression.level = 1"):
         assert line in produced, (line, produced)
     for line in ("session.timeout.ms = 7000",
                  "socket.connection.setup.timeout.ms = 25000",
