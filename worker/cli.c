@@ -291,8 +291,14 @@ int cli_run(int argc, char **argv)
     mw_error_clear(&err);
     {
         /* Refuse a bad Kafka property before waiting for anything. */
-        rd_kafka_conf_t *probe = kafka_conf_new(&cfg, "localhost:9092", &err);
+        rd_kafka_conf_t *probe = kafka_conf_new(
+            &cfg, "localhost:9092", CONFIG_KAFKA_PRODUCER, NULL, &err);
 
+        if (probe == NULL)
+            goto fail;
+        rd_kafka_conf_destroy(probe);
+        probe = kafka_conf_new(&cfg, "localhost:9092", CONFIG_KAFKA_CONSUMER,
+                               NULL, &err);
         if (probe == NULL)
             goto fail;
         rd_kafka_conf_destroy(probe);
@@ -650,7 +656,9 @@ int cli_produce(int argc, char **argv)
             goto done;
         }
     }
-    conf = ctx.codec ? kafka_conf_new(&cfg, bootstrap, &err) : NULL;
+    conf = ctx.codec ? kafka_conf_new(&cfg, bootstrap, CONFIG_KAFKA_PRODUCER,
+                                      NULL, &err)
+                     : NULL;
     if (conf == NULL ||
         kafka_conf_set(conf, "enable.idempotence", "true", &err) < 0 ||
         kafka_conf_set(conf, "partitioner", "murmur2_random", &err) < 0) {
@@ -880,7 +888,9 @@ int cli_tail(int argc, char **argv)
             goto done;
         }
     }
-    conf = codec ? kafka_conf_new(&cfg, bootstrap, &err) : NULL;
+    conf = codec ? kafka_conf_new(&cfg, bootstrap, CONFIG_KAFKA_CONSUMER, NULL,
+                                  &err)
+                 : NULL;
     if (conf == NULL ||
         kafka_conf_set(conf, "enable.partition.eof", "true", &err) < 0 ||
         kafka_conf_set(conf, "group.id", "mesh-worker-tail", &err) < 0 ||

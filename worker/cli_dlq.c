@@ -123,8 +123,8 @@ static int replay(int argc, char **argv)
         config_free(&cfg);
         return CLI_EXIT_USAGE;
     }
-    cconf = kafka_conf_new(&cfg, bootstrap, &err);
-    pconf = kafka_conf_new(&cfg, bootstrap, &err);
+    cconf = kafka_conf_new(&cfg, bootstrap, CONFIG_KAFKA_CONSUMER, NULL, &err);
+    pconf = kafka_conf_new(&cfg, bootstrap, CONFIG_KAFKA_PRODUCER, NULL, &err);
     if (cconf == NULL || pconf == NULL ||
         kafka_conf_set(cconf, "group.id", "mesh-worker-dlq-replay", &err) ||
         kafka_conf_set(cconf, "enable.partition.eof", "true", &err) ||

@@ -46,6 +46,9 @@ const struct config_var config_vars[] = {
     {"MESH_WORKER_TOPIC_EVENTS", "customer.events", "output topic"},
     {"MESH_WORKER_TOPIC_DLQ", "customer.requests.dlq", "dead-letter topic"},
     {"MESH_WORKER_GROUP_ID", "mesh-worker", "Kafka consumer group"},
+    {"MESH_WORKER_EVENTS_COMPRESSION", CONFIG_EVENTS_COMPRESSION,
+     "codec of customer.events and the DLQ: none, gzip, snappy, lz4 or "
+     "zstd"},
     {"MESH_WORKER_HTTP_ADDR", "127.0.0.1:9464",
      "health and metrics listener; empty disables it"},
     {"MESH_WORKER_LOG_LEVEL", "info", "debug, info, warn or error"},
@@ -69,10 +72,19 @@ const struct config_var config_vars[] = {
      "partitions of each topic in the embedded Kafka"},
     {"MESH_WORKER_KAFKA_<PROPERTY>", "",
      "any librdkafka property, e.g. MESH_WORKER_KAFKA_SECURITY_PROTOCOL "
-     "for security.protocol (also _FILE)"},
+     "for security.protocol, given to the clients it applies to (also "
+     "_FILE)"},
+    {"MESH_WORKER_KAFKA_PRODUCER_<PROPERTY>", "",
+     "a librdkafka property for the producers alone; wins over "
+     "MESH_WORKER_KAFKA_<PROPERTY>"},
+    {"MESH_WORKER_KAFKA_CONSUMER_<PROPERTY>", "",
+     "a librdkafka property for the consumers alone; wins over "
+     "MESH_WORKER_KAFKA_<PROPERTY>"},
     {NULL, NULL, NULL}};
 
 static const char kafka_prefix[] = "MESH_WORKER_KAFKA_";
+static const char producer_infix[] = "PRODUCER_";
+static const char consumer_infix[] = "CONSUMER_";
 
 /* Reads the first line of a file named by NAME_FILE into *out. */
 static int read_secret_file(const char *var, const char *path, char **out,
@@ -224,13 +236,20 @@ static int is_secret_property(const char *name)
            strstr(name, "token") || strstr(name, "key");
 }
 
+/*
+ * Reads every MESH_WORKER_KAFKA_[PRODUCER_|CONSUMER_]<PROPERTY>[_FILE]
+ * variable.  Whether librdkafka knows the property and whether the worker
+ * lets it be set is checked in kafka.c, which knows librdkafka.
+ */
 static int load_kafka_props(struct mw_config *cfg, struct mw_error *err)
 {
     for (char **e = environ; *e != NULL; e++) {
         const char *entry = *e, *eq = strchr(entry, '=');
+        const char *suffix;
         char var[256], prop[256];
         size_t name_len, suffix_len;
         int from_file = 0;
+        enum config_kafka_client client = CONFIG_KAFKA_EVERY;
         char *value = NULL;
         struct config_kafka_prop *p;
 
@@ -241,16 +260,26 @@ static int load_kafka_props(struct mw_config *cfg, struct mw_error *err)
             continue;
         memcpy(var, entry, name_len);
         var[name_len] = '\0';
-        suffix_len = name_len - strlen(kafka_prefix);
-        if (suffix_len > 5 && strcmp(var + name_len - 5, "_FILE") == 0) {
+        suffix = var + strlen(kafka_prefix);
+        /* No librdkafka property starts with "producer." or "consumer.". */
+        if (strncmp(suffix, producer_infix, strlen(producer_infix)) == 0) {
+            client = CONFIG_KAFKA_PRODUCER;
+            suffix += strlen(producer_infix);
+        } else if (strncmp(suffix, consumer_infix,
+                           strlen(consumer_infix)) == 0) {
+            client = CONFIG_KAFKA_CONSUMER;
+            suffix += strlen(consumer_infix);
+        }
+        suffix_len = strlen(suffix);
+        if (suffix_len > 5 && strcmp(suffix + suffix_len - 5, "_FILE") == 0) {
             suffix_len -= 5;
             from_file = 1;
         }
         if (suffix_len == 0)
             continue;
-        kafka_property_name(var + strlen(kafka_prefix), suffix_len, prop,
-                            sizeof(prop));
-        if (strcmp(prop, "bootstrap.servers") == 0)
+        kafka_property_name(suffix, suffix_len, prop, sizeof(prop));
+        if (client == CONFIG_KAFKA_EVERY &&
+            strcmp(prop, "bootstrap.servers") == 0)
             continue; /* kafka_bootstrap_servers */
         if (cfg->kafka_props_count == CONFIG_MAX_KAFKA_PROPS) {
             mw_error_set(err, MW_ERR_CONFIG, false,
@@ -266,11 +295,34 @@ static int load_kafka_props(struct mw_config *cfg, struct mw_error *err)
             value = strdup(eq + 1);
         }
         p = &cfg->kafka_props[cfg->kafka_props_count++];
+        p->var = strdup(var);
         p->name = strdup(prop);
         p->value = value;
         p->is_secret = from_file || is_secret_property(prop);
+        p->client = client;
+        if (p->var == NULL || p->name == NULL || p->value == NULL) {
+            mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+            return -1;
+        }
     }
     return 0;
+}
+
+/* The codecs librdkafka and every Kafka broker know. */
+static int check_compression(const char *codec, struct mw_error *err)
+{
+    static const char *const codecs[] = {"none", "gzip", "snappy", "lz4",
+                                         "zstd", NULL};
+
+    for (size_t i = 0; codecs[i] != NULL; i++) {
+        if (strcmp(codec, codecs[i]) == 0)
+            return 0;
+    }
+    mw_error_set(err, MW_ERR_CONFIG, false,
+                 "invalid value for MESH_WORKER_EVENTS_COMPRESSION: \"%s\"",
+                 codec);
+    mw_error_hint(err, "Use none, gzip, snappy, lz4 or zstd.");
+    return -1;
 }
 
 static int get_bool(const char *name, int def, int *out, struct mw_error *err)
@@ -400,6 +452,8 @@ int config_load(struct mw_config *cfg, struct mw_error *err)
                    &cfg->topic_dlq, err) < 0 ||
         get_string("MESH_WORKER_GROUP_ID", "mesh-worker", &cfg->group_id,
                    err) < 0 ||
+        get_string("MESH_WORKER_EVENTS_COMPRESSION", CONFIG_EVENTS_COMPRESSION,
+                   &cfg->events_compression, err) < 0 ||
         get_string("MESH_WORKER_LOG_LEVEL", "info", &level, err) < 0)
         goto done;
     if (getenv("MESH_WORKER_HTTP_ADDR") != NULL)
@@ -408,7 +462,8 @@ int config_load(struct mw_config *cfg, struct mw_error *err)
         cfg->http_addr = strdup("127.0.0.1:9464");
     if (check_topic("MESH_WORKER_TOPIC_REQUESTS", cfg->topic_requests, err) ||
         check_topic("MESH_WORKER_TOPIC_EVENTS", cfg->topic_events, err) ||
-        check_topic("MESH_WORKER_TOPIC_DLQ", cfg->topic_dlq, err))
+        check_topic("MESH_WORKER_TOPIC_DLQ", cfg->topic_dlq, err) ||
+        check_compression(cfg->events_compression, err) < 0)
         goto done;
     if (cfg->group_id[0] == '\0') {
         mw_error_set(err, MW_ERR_CONFIG, false,
@@ -468,8 +523,10 @@ void config_free(struct mw_config *cfg)
     free(cfg->topic_events);
     free(cfg->topic_dlq);
     free(cfg->group_id);
+    free(cfg->events_compression);
     free(cfg->http_addr);
     for (size_t i = 0; i < cfg->kafka_props_count; i++) {
+        free(cfg->kafka_props[i].var);
         free(cfg->kafka_props[i].name);
         free(cfg->kafka_props[i].value);
     }

@@ -15,10 +15,25 @@
 
 #define CONFIG_MAX_KAFKA_PROPS 64
 
+/*
+ * The default codec of customer.events and the DLQ: one every mainstream
+ * client reads without a plugin (kafkajs reads only none and gzip).
+ */
+#define CONFIG_EVENTS_COMPRESSION "gzip"
+
+/* Which clients a MESH_WORKER_KAFKA_* variable is for. */
+enum config_kafka_client {
+    CONFIG_KAFKA_EVERY,    /* MESH_WORKER_KAFKA_<PROPERTY> */
+    CONFIG_KAFKA_PRODUCER, /* MESH_WORKER_KAFKA_PRODUCER_<PROPERTY> */
+    CONFIG_KAFKA_CONSUMER  /* MESH_WORKER_KAFKA_CONSUMER_<PROPERTY> */
+};
+
 struct config_kafka_prop {
+    char *var;   /* the variable, e.g. "MESH_WORKER_KAFKA_ACKS_FILE" */
     char *name;  /* librdkafka property, e.g. "security.protocol" */
     char *value; /* may be a secret: never log it */
     int is_secret;
+    enum config_kafka_client client;
 };
 
 struct mw_config {
@@ -30,6 +45,7 @@ struct mw_config {
     char *topic_events;
     char *topic_dlq;
     char *group_id;
+    char *events_compression; /* compression.codec of the relay */
     char *http_addr; /* "" disables the HTTP server */
     enum log_level log_level;
     int64_t trial_period_ms;

@@ -169,34 +169,30 @@ struct consumer *consumer_new(const struct mw_config *cfg,
     c->msgs = calloc((size_t)cfg->batch_size, sizeof(*c->msgs));
     if (c->arena == NULL || c->batch == NULL || c->msgs == NULL)
         goto oom;
-    /* Our defaults first: MESH_WORKER_KAFKA_* may override any of them. */
-    conf = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(conf, kafka_log);
-    if (kafka_conf_set(conf, "bootstrap.servers", bootstrap, err) < 0 ||
-        kafka_conf_set(conf, "group.id", cfg->group_id, err) < 0 ||
-        kafka_conf_set(conf, "partition.assignment.strategy",
-                       "cooperative-sticky", err) < 0 ||
-        kafka_conf_set(conf, "enable.auto.commit", "false", err) < 0 ||
-        kafka_conf_set(conf, "enable.auto.offset.store", "false", err) < 0 ||
-        kafka_conf_set(conf, "auto.offset.reset", "earliest", err) < 0 ||
-        kafka_conf_set(conf, "reconnect.backoff.max.ms", "1000", err) < 0 ||
-        kafka_conf_set(conf, "client.id", "mesh-worker", err) < 0 ||
-        kafka_conf_set(conf, "statistics.interval.ms", "2000", err) < 0 ||
-        /* A request waits at most this long for its fetch; the mock
-         * cluster answers an empty fetch only after the whole wait. */
-        kafka_conf_set(conf, "fetch.wait.max.ms", "10", err) < 0 ||
-        /* Prefetch a few batches, not librdkafka's 64 MB: a backlog
-         * would otherwise sit in our memory. */
-        kafka_conf_set(conf, "queued.max.messages.kbytes", "4096", err) < 0 ||
-        kafka_conf_set(conf, "fetch.max.bytes", "2097152", err) < 0 ||
-        /* The mock cluster ignores fetch.max.bytes: 64 partitions at
-         * 1 MB each peaked at 129 MB.  A larger message still comes:
+    {
+        /* A request waits at most fetch.wait.max.ms for its fetch; the
+         * mock cluster answers an empty fetch only after the whole wait.
+         * Prefetch a few batches, not librdkafka's 64 MB: a backlog would
+         * otherwise sit in our memory.  The mock cluster ignores
+         * fetch.max.bytes: 64 partitions at 1 MB each peaked at 129 MB;
+         * a larger message than fetch.message.max.bytes still comes:
          * librdkafka grows this limit until it fits. */
-        kafka_conf_set(conf, "fetch.message.max.bytes", "262144", err) < 0)
-        goto fail;
-    for (size_t i = 0; i < cfg->kafka_props_count; i++) {
-        if (kafka_conf_set(conf, cfg->kafka_props[i].name,
-                           cfg->kafka_props[i].value, err) < 0)
+        const char *const defaults[] = {
+            "group.id", cfg->group_id,
+            "partition.assignment.strategy", "cooperative-sticky",
+            "enable.auto.commit", "false",
+            "enable.auto.offset.store", "false",
+            "auto.offset.reset", "earliest",
+            "statistics.interval.ms", "2000",
+            "fetch.wait.max.ms", "10",
+            "queued.max.messages.kbytes", "4096",
+            "fetch.max.bytes", "2097152",
+            "fetch.message.max.bytes", "262144",
+            NULL};
+
+        conf = kafka_conf_new(cfg, bootstrap, CONFIG_KAFKA_CONSUMER, defaults,
+                              err);
+        if (conf == NULL)
             goto fail;
     }
     rd_kafka_conf_set_opaque(conf, c);

@@ -14,13 +14,29 @@
 #include <stddef.h>
 
 /*
- * Returns a new librdkafka configuration with bootstrap.servers set, every
- * MESH_WORKER_KAFKA_* property applied and the worker's defaults for
- * reconnect back-off.  Returns NULL with err naming the variable of a
- * property librdkafka refuses.  The caller owns the result.
+ * Returns a new librdkafka configuration for a client of kind client
+ * (CONFIG_KAFKA_PRODUCER or CONFIG_KAFKA_CONSUMER): bootstrap.servers,
+ * the worker's reconnect back-off and client.id, then defaults (name,
+ * value, name, value, ..., NULL; may be NULL), then every
+ * MESH_WORKER_KAFKA_<PROPERTY> whose property applies to this kind of
+ * client, then the MESH_WORKER_KAFKA_PRODUCER_ or _CONSUMER_ ones of this
+ * kind.  Checks the variables first (kafka_check_properties).  Returns
+ * NULL with err naming the variable; the caller owns the result.
  */
 rd_kafka_conf_t *kafka_conf_new(const struct mw_config *cfg,
-                                const char *bootstrap, struct mw_error *err);
+                                const char *bootstrap,
+                                enum config_kafka_client client,
+                                const char *const *defaults,
+                                struct mw_error *err);
+
+/*
+ * Checks every MESH_WORKER_KAFKA_* variable: librdkafka knows the
+ * property and accepts the value, a _PRODUCER_ or _CONSUMER_ variable
+ * names a property of that kind of client, and a property the worker's
+ * guarantees depend on keeps the worker's value (the README lists them).
+ * Returns 0, or -1 with err (MW_ERR_CONFIG) naming the variable.
+ */
+int kafka_check_properties(const struct mw_config *cfg, struct mw_error *err);
 
 /*
  * librdkafka's log callback: writes its lines through log.c as JSON with

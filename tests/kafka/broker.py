@@ -57,6 +57,10 @@ TOOL_JVM_OPTS = ["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
                  "-XX:-UsePerfData", "-Xshare:auto"]
 
 
+# The compression codec of a record batch, by its attributes' low bits.
+BATCH_CODECS = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
+
+
 class BrokerError(RuntimeError):
     pass
 
@@ -604,6 +608,28 @@ class Broker:
         return {p: leader for p, (_, leader) in parts.items()}
 
     # -- diagnostics
+
+    def log_batches(self, topic):
+        """The record batches (format v2) in topic's log segments on disk,
+        as the producers sent them: a list of (codec, records, bytes), one
+        per batch; codec is "none", "gzip", "snappy", "lz4" or "zstd"."""
+        batches = []
+        pattern = os.path.join(self._path("data"), glob.escape(topic) +
+                               "-*", "*.log")
+        for path in sorted(glob.glob(pattern)):
+            with open(path, "rb") as f:
+                data = f.read()
+            pos = 0
+            while pos + 61 <= len(data):
+                # baseOffset int64, batchLength int32, ..., attributes
+                # int16 at 21 (codec in bits 0-2), recordCount int32 at 57
+                length = struct.unpack_from(">i", data, pos + 8)[0]
+                attributes = struct.unpack_from(">h", data, pos + 21)[0]
+                records = struct.unpack_from(">i", data, pos + 57)[0]
+                batches.append((BATCH_CODECS.get(attributes & 7, "?"),
+                                records, 12 + length))
+                pos += 12 + length
+        return batches
 
     def log_tail(self, lines=40):
         out = []
