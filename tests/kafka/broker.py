@@ -203,12 +203,15 @@ def _string(text):
     return struct.pack(">h", len(raw)) + raw
 
 
-def kafka_request(address, api_key, version, body, timeout=5.0):
-    """Sends one request and returns the response body (after the header)."""
+def kafka_request(address, api_key, version, body, timeout=5.0, tls=None):
+    """Sends one request and returns the response body (after the header).
+    tls: an ssl.SSLContext for a TLS listener (mutual TLS when it holds a
+    client certificate)."""
     correlation = 7
     header = struct.pack(">hhi", api_key, version, correlation) + \
         _string("mw-test-broker")
-    with socket.create_connection(address, timeout=timeout) as s:
+    with socket.create_connection(address, timeout=timeout) as raw:
+        s = tls.wrap_socket(raw, server_hostname=address[0]) if tls else raw
         s.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
         size = struct.unpack(">i", _recv_exactly(s, 4))[0]
         data = _recv_exactly(s, size)
@@ -228,12 +231,12 @@ def _recv_exactly(s, n):
     return b"".join(chunks)
 
 
-def metadata(address, topics=(), timeout=5.0):
+def metadata(address, topics=(), timeout=5.0, tls=None):
     """Metadata v4: (brokers {id: (host, port)}, controller id,
     topics {name: (error, {partition: (error, leader)})})."""
     body = struct.pack(">i", len(topics)) + b"".join(
         _string(t) for t in topics) + b"\x00"
-    r = _Reader(kafka_request(address, 3, 4, body, timeout))
+    r = _Reader(kafka_request(address, 3, 4, body, timeout, tls))
     r.take(">i")  # throttle_time_ms
     brokers = dict(r.array(lambda: (r.take(">i"), (r.string(), r.take(">i"),
                                                    r.string())[:2])))
@@ -255,19 +258,198 @@ def metadata(address, topics=(), timeout=5.0):
     return brokers, controller, dict(r.array(topic))
 
 
-def create_topics(address, topics, timeout_ms=30000):
-    """CreateTopics v2 for {name: (partitions, {config: value})};
-    returns {name: (error code, message)}."""
+def create_topics(address, topics, timeout_ms=30000, tls=None, replicas=1):
+    """CreateTopics v2 for {name: (partitions, {config: value})} with
+    replicas copies of each partition; returns {name: (error code,
+    message)}."""
     body = struct.pack(">i", len(topics))
     for name, (partitions, configs) in topics.items():
-        body += _string(name) + struct.pack(">ihi", partitions, 1, 0)
+        body += _string(name) + struct.pack(">ihi", partitions, replicas, 0)
         body += struct.pack(">i", len(configs))
         for key, value in configs.items():
             body += _string(key) + _string(str(value))
     body += struct.pack(">ib", timeout_ms, 0)
-    r = _Reader(kafka_request(address, 19, 2, body, timeout_ms / 1000 + 10))
+    r = _Reader(kafka_request(address, 19, 2, body, timeout_ms / 1000 + 10,
+                              tls))
     r.take(">i")  # throttle_time_ms
     return dict(r.array(lambda: (r.string(), (r.take(">h"), r.string()))))
+
+
+# ACL codes of the protocol (org.apache.kafka.common.acl and .resource).
+RESOURCE_TYPES = {"Topic": 2, "Group": 3, "Cluster": 4, "TransactionalId": 5}
+OPERATIONS = {"All": 2, "Read": 3, "Write": 4, "Create": 5, "Delete": 6,
+              "Alter": 7, "Describe": 8, "ClusterAction": 9,
+              "DescribeConfigs": 10, "AlterConfigs": 11,
+              "IdempotentWrite": 12}
+_LITERAL, _ALLOW = 3, 3
+
+
+def _acl_fields(acl):
+    """(resource type, name, principal, operation) as CreateAcls and
+    DeleteAcls v1 write a literal ALLOW binding for any host."""
+    kind, name, principal, operation = acl
+    return (struct.pack(">b", RESOURCE_TYPES[kind]) + _string(name) +
+            struct.pack(">b", _LITERAL) + _string(principal) + _string("*") +
+            struct.pack(">bb", OPERATIONS[operation], _ALLOW))
+
+
+def create_acls(address, acls, tls=None, timeout=10.0):
+    """CreateAcls v1: allows each (resource type, resource name, principal,
+    operation), e.g. ("Topic", "t", "User:worker", "Read"); the cluster's
+    resource name is "kafka-cluster".  Raises BrokerError on a refusal."""
+    body = struct.pack(">i", len(acls)) + b"".join(
+        _acl_fields(a) for a in acls)
+    r = _Reader(kafka_request(address, 30, 1, body, timeout, tls))
+    r.take(">i")  # throttle_time_ms
+    for acl, (error, message) in zip(acls, r.array(
+            lambda: (r.take(">h"), r.string()))):
+        if error:
+            raise BrokerError("creating ACL %r: error %d %s"
+                              % (acl, error, message))
+
+
+def delete_acls(address, acls, tls=None, timeout=10.0):
+    """DeleteAcls v1 for exactly these bindings; returns how many the
+    broker removed."""
+    body = struct.pack(">i", len(acls)) + b"".join(
+        _acl_fields(a) for a in acls)
+    r = _Reader(kafka_request(address, 31, 1, body, timeout, tls))
+    r.take(">i")  # throttle_time_ms
+    removed = 0
+
+    def matching():
+        r.take(">h")
+        r.string()
+        r.take(">b")
+        r.string()
+        r.take(">b")
+        r.string()
+        r.string()
+        r.take(">bb")
+
+    def result():
+        error, message = r.take(">h"), r.string()
+        if error:
+            raise BrokerError("deleting ACLs: error %d %s" % (error, message))
+        return len(r.array(matching))
+
+    for count in r.array(result):
+        removed += count
+    return removed
+
+
+# ---------------------------------------------------------------- security
+
+def _openssl(directory, *args):
+    openssl = shutil.which("openssl")
+    if not openssl:
+        raise BrokerError("no openssl: the secured broker makes its "
+                          "certificates with it (Debian: apt-get install "
+                          "openssl)")
+    result = subprocess.run([openssl] + list(args), cwd=directory,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    if result.returncode != 0:
+        raise BrokerError("openssl %s failed:\n%s" % (args[0], result.stdout))
+
+
+class Credentials:
+    """What a secured broker and its clients authenticate with, made at
+    set-up in directory: a test CA (ca.pem), a certificate for the broker
+    (CN=broker, for 127.0.0.1 and localhost) and one per client name
+    (NAME.crt, NAME.key; CN=NAME), all P-256 keys, valid for a week; and a
+    random SCRAM-SHA-512 password per user.  The broker maps a
+    certificate's CN and a SCRAM user name alike to the principal
+    User:NAME."""
+
+    def __init__(self, directory, clients=("admin",), users=()):
+        self.dir = directory
+        os.makedirs(directory, exist_ok=True)
+        self.ca = self.path("ca.pem")
+        key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+               "-nodes"]
+        _openssl(directory, "req", "-x509", *key, "-keyout", "ca.key",
+                 "-out", "ca.pem", "-days", "7",
+                 "-subj", "/CN=mesh-worker test CA",
+                 "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        for name in ("broker",) + tuple(clients):
+            usage = "serverAuth,clientAuth" if name == "broker" \
+                else "clientAuth"
+            with open(self.path(name + ".ext"), "w") as f:
+                f.write("basicConstraints=CA:FALSE\n"
+                        "extendedKeyUsage=%s\n" % usage)
+                if name == "broker":
+                    f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+            _openssl(directory, "req", "-new", *key, "-keyout", name + ".key",
+                     "-out", name + ".csr", "-subj", "/CN=" + name)
+            _openssl(directory, "x509", "-req", "-in", name + ".csr",
+                     "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial",
+                     str(int.from_bytes(os.urandom(8), "big")), "-days", "7",
+                     "-extfile", name + ".ext", "-out", name + ".crt")
+        # Kafka's PEM key store: the private key (PKCS#8), then the chain.
+        with open(self.path("broker.keystore.pem"), "w") as out:
+            for part in ("broker.key", "broker.crt", "ca.pem"):
+                with open(self.path(part)) as f:
+                    out.write(f.read())
+        self.clients = tuple(clients)
+        self.passwords = {user: base64.urlsafe_b64encode(
+            os.urandom(18)).decode() for user in users}
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def certificate(self, name):
+        """(certificate file, key file) of a client."""
+        return self.path(name + ".crt"), self.path(name + ".key")
+
+    def tls_context(self, client="admin"):
+        """An ssl.SSLContext that trusts the CA and presents the client's
+        certificate (mutual TLS)."""
+        import ssl
+        context = ssl.create_default_context(cafile=self.ca)
+        context.load_cert_chain(*self.certificate(client))
+        return context
+
+    def librdkafka_tls(self, client):
+        """librdkafka properties for mutual TLS as client."""
+        cert, key = self.certificate(client)
+        return {"security.protocol": "SSL", "ssl.ca.location": self.ca,
+                "ssl.certificate.location": cert, "ssl.key.location": key}
+
+    def librdkafka_scram(self, user, password=None):
+        """librdkafka properties for SASL_SSL with SCRAM-SHA-512 as user
+        (with its password unless another is given)."""
+        return {"security.protocol": "SASL_SSL",
+                "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": user,
+                "sasl.password": self.passwords[user]
+                if password is None else password,
+                "ssl.ca.location": self.ca}
+
+    def broker_config(self):
+        """server.properties entries common to every listener: TLS with
+        the broker's certificate, CN-to-principal mapping, the
+        StandardAuthorizer denying what no ACL allows."""
+        return {
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": self.path("broker.keystore.pem"),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": self.ca,
+            "ssl.principal.mapping.rules": "RULE:^CN=([^,]+)$/$1/,DEFAULT",
+            "authorizer.class.name":
+                "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": "User:broker;User:admin",
+        }
+
+    def format_args(self):
+        """StorageTool format arguments that create the SCRAM users."""
+        args = []
+        for user, password in self.passwords.items():
+            args += ["--add-scram", "SCRAM-SHA-512=[name=%s,password=%s]"
+                     % (user, password)]
+        return args
 
 
 # ---------------------------------------------------------------- the broker
@@ -308,7 +490,19 @@ class Broker:
 
     def __init__(self, partitions_default=1, topics=None,
                  log_segment_bytes=8 * 1024 * 1024, heap="512m",
-                 start_timeout=120, extra_config=None, keep=None):
+                 start_timeout=120, extra_config=None, keep=None,
+                 secured=False, tls_clients=(), scram_users=()):
+        """secured: listeners SSL (mutual TLS, also between the nodes),
+        SASL_SSL (SCRAM-SHA-512) and an SSL controller listener, the
+        StandardAuthorizer, and Credentials with a certificate for "admin"
+        (a super user, which broker.py itself uses) and each of
+        tls_clients, and a SCRAM user for each of scram_users."""
+        self.secured = secured
+        self.tls_clients = tuple(tls_clients)
+        self.scram_users = tuple(scram_users)
+        self.credentials = None
+        self.tls = None
+        self.sasl_port = None
         self.partitions_default = partitions_default
         self.topics = dict(topics or {})  # name -> partitions, at start
         self.log_segment_bytes = log_segment_bytes
@@ -334,6 +528,19 @@ class Broker:
     @property
     def address(self):
         return ("127.0.0.1", self.port)
+
+    @property
+    def sasl_bootstrap(self):
+        """The SASL_SSL listener of a secured broker."""
+        return "127.0.0.1:%d" % self.sasl_port
+
+    def client_config(self):
+        """librdkafka properties of a client with every right: nothing on
+        a plain broker, mutual TLS as admin on a secured one (with
+        bootstrap, which is then the SSL listener)."""
+        if not self.secured:
+            return {}
+        return self.credentials.librdkafka_tls("admin")
 
     @property
     def log_dir(self):
@@ -400,6 +607,8 @@ class Broker:
             "broker.session.timeout.ms": 3000,
             "broker.heartbeat.interval.ms": 500,
         }
+        if self.secured:
+            config.update(self._secured_config())
         config.update(self.extra_config)
         with open(self._path("server.properties"), "w") as f:
             for key, value in config.items():
@@ -418,7 +627,48 @@ class Broker:
                 % self.server_log)
         self.cluster_id = random_cluster_id()
         self._java_tool("kafka.tools.StorageTool", "format", "-t",
-                        self.cluster_id, "-c", self._path("server.properties"))
+                        self.cluster_id, "-c", self._path("server.properties"),
+                        *(self.credentials.format_args()
+                          if self.secured else ()))
+
+    def _secured_config(self):
+        """Listeners SSL (mutual TLS; between the nodes too), SASL_SSL
+        (SCRAM-SHA-512, server certificate only) and CONTROLLER (mutual
+        TLS), replacing the plain ones; self.port is the SSL listener."""
+        self.credentials = Credentials(self._path("tls"),
+                                       ("admin",) + self.tls_clients,
+                                       self.scram_users)
+        self.tls = self.credentials.tls_context("admin")
+        self.sasl_port = free_port()
+        config = self.credentials.broker_config()
+        config.update({
+            "listeners": "SSL://127.0.0.1:%d,SASL_SSL://127.0.0.1:%d,"
+                         "CONTROLLER://127.0.0.1:%d"
+                         % (self.port, self.sasl_port, self.controller_port),
+            "advertised.listeners": "SSL://127.0.0.1:%d,SASL_SSL://127.0.0.1:%d"
+                                    % (self.port, self.sasl_port),
+            "listener.security.protocol.map":
+                "SSL:SSL,SASL_SSL:SASL_SSL,CONTROLLER:SSL",
+            "inter.broker.listener.name": "SSL",
+            "listener.name.ssl.ssl.client.auth": "required",
+            "listener.name.controller.ssl.client.auth": "required",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule "
+                "required;",
+        })
+        return config
+
+    # -- access control (a secured broker; broker.py acts as admin)
+
+    def create_acls(self, acls):
+        """Allows each (resource type, name, principal, operation); see
+        create_acls().  The broker applies them within moments."""
+        create_acls(self.address, list(acls), tls=self.tls)
+
+    def delete_acls(self, acls):
+        """Removes exactly these bindings; returns how many were found."""
+        return delete_acls(self.address, list(acls), tls=self.tls)
 
     def _classpath(self):
         return os.path.join(LIB, "*")
@@ -492,7 +742,8 @@ class Broker:
                 raise BrokerError("broker exited with %s during start-up:\n%s"
                                   % (self.proc.returncode, self.log_tail()))
             try:
-                brokers, controller, _ = metadata(self.address, timeout=2)
+                brokers, controller, _ = metadata(self.address, timeout=2,
+                                                  tls=self.tls)
                 if 1 in brokers:
                     return
                 last = "metadata without the broker: %r" % (brokers,)
@@ -576,7 +827,8 @@ class Broker:
         partition has a leader."""
         partitions = partitions or self.partitions_default
         answer = create_topics(self.address,
-                               {name: (partitions, dict(config or {}))})
+                               {name: (partitions, dict(config or {}))},
+                               tls=self.tls)
         error, message = answer.get(name, (-1, "no answer"))
         if error not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS
             raise BrokerError("creating topic %s: error %d %s"
@@ -597,7 +849,7 @@ class Broker:
 
     def partitions(self, name):
         """{partition: leader id} of a topic, None if it does not exist."""
-        _, _, topics = metadata(self.address, [name])
+        _, _, topics = metadata(self.address, [name], tls=self.tls)
         error, parts = topics.get(name, (3, {}))
         if error == 3:  # UNKNOWN_TOPIC_OR_PARTITION
             return None
