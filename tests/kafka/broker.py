@@ -10,6 +10,9 @@ Maven Central into tests/kafka/target/lib.
         kafka.kill(); kafka.start()      # SIGKILL, then start again
         kafka.pause(); kafka.resume()    # SIGSTOP, SIGCONT: a hung broker
 
+Broker(secured=True, ...) adds TLS, SASL and ACLs; Cluster() runs three
+nodes with replication factor 3 (see their comments).
+
 Every broker lives in a fresh temporary directory (data, configuration and
 logs) on free ports of 127.0.0.1; restart() and start() after stop()/kill()
 reuse both, so data, committed offsets and producer state survive.  The
@@ -233,7 +236,7 @@ def _recv_exactly(s, n):
 
 def metadata(address, topics=(), timeout=5.0, tls=None):
     """Metadata v4: (brokers {id: (host, port)}, controller id,
-    topics {name: (error, {partition: (error, leader)})})."""
+    topics {name: (error, {partition: (error, leader, [in-sync ids])})})."""
     body = struct.pack(">i", len(topics)) + b"".join(
         _string(t) for t in topics) + b"\x00"
     r = _Reader(kafka_request(address, 3, 4, body, timeout, tls))
@@ -246,8 +249,8 @@ def metadata(address, topics=(), timeout=5.0, tls=None):
     def partition():
         error, index, leader = r.take(">hii")
         r.array(lambda: r.take(">i"))  # replicas
-        r.array(lambda: r.take(">i"))  # isr
-        return index, (error, leader)
+        isr = r.array(lambda: r.take(">i"))
+        return index, (error, leader, isr)
 
     def topic():
         error = r.take(">h")
@@ -273,6 +276,18 @@ def create_topics(address, topics, timeout_ms=30000, tls=None, replicas=1):
                               tls))
     r.take(">i")  # throttle_time_ms
     return dict(r.array(lambda: (r.string(), (r.take(">h"), r.string()))))
+
+
+def find_coordinator(address, group, tls=None, timeout=5.0):
+    """FindCoordinator v1: the node id of the group's coordinator, or None
+    while there is none (COORDINATOR_NOT_AVAILABLE and the like)."""
+    body = _string(group) + b"\x00"  # key type 0: a group
+    r = _Reader(kafka_request(address, 10, 1, body, timeout, tls))
+    r.take(">i")  # throttle_time_ms
+    error = r.take(">h")
+    r.string()
+    node = r.take(">i")
+    return None if error else node
 
 
 # ACL codes of the protocol (org.apache.kafka.common.acl and .resource).
@@ -491,12 +506,20 @@ class Broker:
     def __init__(self, partitions_default=1, topics=None,
                  log_segment_bytes=8 * 1024 * 1024, heap="512m",
                  start_timeout=120, extra_config=None, keep=None,
-                 secured=False, tls_clients=(), scram_users=()):
+                 secured=False, tls_clients=(), scram_users=(),
+                 node_id=1, quorum=None, cluster_id=None, replicas=1):
         """secured: listeners SSL (mutual TLS, also between the nodes),
         SASL_SSL (SCRAM-SHA-512) and an SSL controller listener, the
         StandardAuthorizer, and Credentials with a certificate for "admin"
         (a super user, which broker.py itself uses) and each of
-        tls_clients, and a SCRAM user for each of scram_users."""
+        tls_clients, and a SCRAM user for each of scram_users.
+
+        node_id, quorum ({node id: (port, controller port)}), cluster_id
+        and replicas make this node one of a Cluster."""
+        self.node_id = node_id
+        self.quorum = quorum
+        self.cluster_id = cluster_id
+        self.replicas = replicas
         self.secured = secured
         self.tls_clients = tuple(tls_clients)
         self.scram_users = tuple(scram_users)
@@ -569,14 +592,24 @@ class Broker:
         with open(self._path("owner.pid"), "w") as f:
             f.write("%d\n" % (-1 if self.keep else os.getpid()))
         os.makedirs(self.log_dir)
-        self.port = free_port()
-        self.controller_port = free_port()
-        while self.controller_port == self.port:
+        if self.quorum:
+            self.port, self.controller_port = self.quorum[self.node_id]
+        else:
+            self.port = free_port()
             self.controller_port = free_port()
+            while self.controller_port == self.port:
+                self.controller_port = free_port()
+        voters = ",".join("%d@127.0.0.1:%d" % (node, ports[1]) for node, ports
+                          in sorted((self.quorum or {
+                              self.node_id: (self.port,
+                                             self.controller_port)}).items()))
+        # A partition takes writes while min.insync.replicas copies of it
+        # are in sync: two of three ride out one node's loss.
+        in_sync = min(2, self.replicas)
         config = {
             "process.roles": "broker,controller",
-            "node.id": 1,
-            "controller.quorum.voters": "1@127.0.0.1:%d" % self.controller_port,
+            "node.id": self.node_id,
+            "controller.quorum.voters": voters,
             "listeners": "PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d"
                          % (self.port, self.controller_port),
             "advertised.listeners": "PLAINTEXT://127.0.0.1:%d" % self.port,
@@ -586,13 +619,14 @@ class Broker:
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": self._path("data"),
             "num.partitions": self.partitions_default,
-            "default.replication.factor": 1,
-            "min.insync.replicas": 1,
+            "default.replication.factor": self.replicas,
+            "min.insync.replicas": in_sync,
+            "unclean.leader.election.enable": "false",
             "auto.create.topics.enable": "false",
-            "offsets.topic.replication.factor": 1,
+            "offsets.topic.replication.factor": self.replicas,
             "offsets.topic.num.partitions": 4,
-            "transaction.state.log.replication.factor": 1,
-            "transaction.state.log.min.isr": 1,
+            "transaction.state.log.replication.factor": self.replicas,
+            "transaction.state.log.min.isr": in_sync,
             "transaction.state.log.num.partitions": 4,
             "group.initial.rebalance.delay.ms": 0,
             "log.segment.bytes": self.log_segment_bytes,
@@ -625,7 +659,7 @@ class Broker:
                 "log4j.logger.kafka.server.KafkaRaftServer=INFO\n"
                 "log4j.logger.kafka.Kafka=INFO\n"
                 % self.server_log)
-        self.cluster_id = random_cluster_id()
+        self.cluster_id = self.cluster_id or random_cluster_id()
         self._java_tool("kafka.tools.StorageTool", "format", "-t",
                         self.cluster_id, "-c", self._path("server.properties"),
                         *(self.credentials.format_args()
@@ -704,6 +738,11 @@ class Broker:
         first = self.dir is None
         if first:
             self._prepare()
+        self._launch()
+        return self._finish_start(started, first)
+
+    def _launch(self):
+        """Starts the JVM; returns at once."""
         heap = ["-Xmx" + self.heap] if self.heap else []
         cmd = [self.java] + JVM_OPTS + heap + [
             "-Dlog4j.configuration=file:" + self._path("log4j.properties"),
@@ -719,6 +758,10 @@ class Broker:
             cmd, stdin=subprocess.DEVNULL, stdout=self._out,
             stderr=self._out, start_new_session=True,
             preexec_fn=_die_with_parent if main else None)
+
+    def _finish_start(self, started, first):
+        """Waits until the node serves metadata, then (the first time)
+        creates the topics; kills the node on failure."""
         try:
             self._wait_ready(started)
             if first and self.topics:
@@ -730,7 +773,8 @@ class Broker:
         self.start_seconds = time.monotonic() - started
         log("Kafka %s on %s %s in %.1f s (%s)" % (
             self.version, self.bootstrap,
-            "set up and started" if first else "restarted",
+            ("set up and started" if first else "restarted") + (
+                " (node %d)" % self.node_id if self.quorum else ""),
             self.start_seconds, self.dir))
         return self
 
@@ -744,7 +788,7 @@ class Broker:
             try:
                 brokers, controller, _ = metadata(self.address, timeout=2,
                                                   tls=self.tls)
-                if 1 in brokers:
+                if self.node_id in brokers:
                     return
                 last = "metadata without the broker: %r" % (brokers,)
             except (OSError, struct.error, BrokerError) as e:
@@ -769,7 +813,7 @@ class Broker:
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                log("broker ignored SIGTERM for %d s: SIGKILL" % timeout)
+                log("broker ignored SIGTERM for %.0f s: SIGKILL" % timeout)
                 self.proc.kill()
                 self.proc.wait()
         self._close_out()
@@ -823,12 +867,12 @@ class Broker:
     # -- topics
 
     def create_topic(self, name, partitions=None, config=None, timeout=30):
-        """Creates a topic (replication factor 1) and waits until every
-        partition has a leader."""
+        """Creates a topic (replicas copies of each partition) and waits
+        until every partition has a leader."""
         partitions = partitions or self.partitions_default
         answer = create_topics(self.address,
                                {name: (partitions, dict(config or {}))},
-                               tls=self.tls)
+                               tls=self.tls, replicas=self.replicas)
         error, message = answer.get(name, (-1, "no answer"))
         if error not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS
             raise BrokerError("creating topic %s: error %d %s"
@@ -853,7 +897,16 @@ class Broker:
         error, parts = topics.get(name, (3, {}))
         if error == 3:  # UNKNOWN_TOPIC_OR_PARTITION
             return None
-        return {p: leader for p, (_, leader) in parts.items()}
+        return {p: leader for p, (_, leader, _) in parts.items()}
+
+    def in_sync(self, name):
+        """{partition: [ids of the in-sync replicas]} of a topic."""
+        _, _, topics = metadata(self.address, [name], tls=self.tls)
+        return {p: isr for p, (_, _, isr) in topics[name][1].items()}
+
+    def coordinator(self, group):
+        """The node id of the group's coordinator, None while none."""
+        return find_coordinator(self.address, group, tls=self.tls)
 
     # -- diagnostics
 
@@ -868,6 +921,137 @@ class Broker:
             out.append("---- %s ----" % path)
             out.extend(text[-lines:])
         return "\n".join(out)
+
+
+class Cluster:
+    """Three KRaft nodes on 127.0.0.1, each a broker and a controller (a
+    controller quorum of three), with replication factor 3,
+    min.insync.replicas=2 and no unclean leader election: a cluster that
+    loses no acknowledged write when one node dies.
+
+        with Cluster(partitions_default=8, topics={"t": 8}) as kafka:
+            kafka.bootstrap              # all three listeners
+            kafka.leaders("t")           # {partition: node id}
+            kafka.nodes[2].kill(); kafka.nodes[2].start()
+            kafka.wait_in_sync(["t"])    # every replica back in sync
+
+    Each node is a Broker with its own directory; they share the cluster
+    id and one another's controller ports.
+    """
+
+    def __init__(self, size=3, partitions_default=1, topics=None,
+                 heap="384m", topic_config=None, **options):
+        ports, taken = {}, set()
+        for node in range(1, size + 1):
+            pair = []
+            while len(pair) < 2:
+                port = free_port()
+                if port not in taken:
+                    taken.add(port)
+                    pair.append(port)
+            ports[node] = tuple(pair)
+        cluster_id = random_cluster_id()
+        self.topics = dict(topics or {})
+        self.topic_config = dict(topic_config or {})  # name -> {config}
+        self.nodes = {node: Broker(
+            partitions_default=partitions_default, heap=heap, node_id=node,
+            quorum=ports, cluster_id=cluster_id, replicas=min(3, size),
+            **options) for node in ports}
+
+    @property
+    def bootstrap(self):
+        return ",".join(n.bootstrap for n in self.nodes.values())
+
+    def live(self):
+        """A running node to ask (the lowest id)."""
+        for node in self.nodes.values():
+            if node.running():
+                return node
+        raise BrokerError("no node of the cluster is running")
+
+    def start(self):
+        """Sets up the nodes that never ran (their storage formats run in
+        parallel), starts every stopped node, waits for all, then creates
+        the topics the first time."""
+        started = time.monotonic()
+        fresh = [n for n in self.nodes.values() if n.dir is None]
+        errors = []
+
+        def prepare(node):
+            try:
+                node._prepare()
+            except BaseException as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=prepare, args=(n,))
+                   for n in fresh]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        waiting = [n for n in self.nodes.values() if not n.running()]
+        for node in waiting:
+            node._launch()
+        for node in waiting:
+            node._finish_start(started, node in fresh)
+        if fresh:
+            for name, partitions in self.topics.items():
+                self.live().create_topic(name, partitions,
+                                         self.topic_config.get(name))
+            self.wait_in_sync(self.topics)
+        log("cluster of %d nodes ready in %.1f s: %s" % (
+            len(self.nodes), time.monotonic() - started, self.bootstrap))
+        return self
+
+    def destroy(self, timeout=10):
+        """Stops every node at once (one by one, the last would wait for a
+        quorum that is gone), SIGKILL after timeout seconds; removes the
+        directories."""
+        for node in self.nodes.values():
+            if node.running():
+                node.proc.send_signal(signal.SIGCONT)
+                node.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for node in self.nodes.values():
+            node.destroy(timeout=max(0.1, deadline - time.monotonic()))
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.destroy()
+
+    def leaders(self, topic):
+        """{partition: leader node id} as a running node sees it."""
+        return self.live().partitions(topic)
+
+    def coordinator(self, group):
+        """The group coordinator's node id, None while there is none."""
+        return self.live().coordinator(group)
+
+    def wait_in_sync(self, topics, timeout=120):
+        """Waits until every partition of topics has a leader and all
+        replicas of the cluster in sync (after a node came back)."""
+        deadline = time.monotonic() + timeout
+        want = min(3, len(self.nodes))
+        while True:
+            try:
+                node = self.live()
+                lagging = {t: {p: isr for p, isr in node.in_sync(t).items()
+                               if len(isr) < want}
+                           for t in topics}
+                leaders = [node.partitions(t) for t in topics]
+                if not any(lagging.values()) and all(
+                        l >= 0 for ls in leaders for l in ls.values()):
+                    return
+            except (OSError, struct.error, BrokerError, KeyError) as e:
+                lagging = e
+            if time.monotonic() > deadline:
+                raise BrokerError("replicas not in sync after %d s: %r"
+                                  % (timeout, lagging))
+            time.sleep(0.2)
 
 
 # --------------------------------------------------------------------- CLI
