@@ -226,7 +226,8 @@ def read_topic(bootstrap, topic, until, timeout=120, conf=None):
     """Reads topic from the beginning until until(messages) is true.
     conf: more librdkafka properties (security, for one).
 
-    Returns a list of dicts: partition, offset, key, value, headers.
+    Returns a list of dicts: partition, offset, timestamp (epoch ms),
+    key, value, headers.
     """
     c = Consumer(dict({"bootstrap.servers": bootstrap,
                        "group.id": "mw-test-%s" % uuid.uuid4(),
@@ -250,6 +251,7 @@ def read_topic(bootstrap, topic, until, timeout=120, conf=None):
                 if m.error():
                     continue
                 out.append({"partition": m.partition(), "offset": m.offset(),
+                            "timestamp": m.timestamp()[1],
                             "key": m.key(), "value": m.value(),
                             "headers": dict((k, v) for k, v in
                                             (m.headers() or []))})
