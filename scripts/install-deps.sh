@@ -3,8 +3,9 @@
 # compilers and -dev packages, the PostgreSQL server binaries (the worker and
 # the tests start their own private clusters with initdb/pg_ctl, so Debian's
 # default cluster may stay stopped or absent), the Python packages the
-# integration tests import, a JDK with Maven for the real-broker tests, and
-# Prometheus for promtool, which checks and unit-tests the alerting rules.
+# integration tests import, a JDK with Maven for the real-broker tests
+# (openssl makes the secured broker's test certificates), and Prometheus for
+# promtool, which checks and unit-tests the alerting rules.
 #
 # Safe to re-run: when every package is already installed it does nothing
 # and does not touch the network.  Run as root, or as a user with sudo.
@@ -37,6 +38,7 @@ python3-yaml
 default-jdk-headless
 maven
 prometheus
+openssl
 "
 
 check_only=false

@@ -21,6 +21,7 @@
 #include "store.h"
 
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -39,6 +40,10 @@ struct consumer {
     int paused; /* processing failed: every partition is held */
     int joined;     /* the group gave us an assignment (maybe empty) */
     int brokers_up; /* the last statistics saw a broker up */
+    /* Kafka refused our credentials before we ever joined: start-up
+     * stops, with librdkafka's reason (which holds no secret). */
+    int is_refused;
+    char refusal[256];
 };
 
 static void update_kafka_ready(const struct consumer *c)
@@ -101,6 +106,10 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason,
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
         c->brokers_up = 0;
         update_kafka_ready(c);
+    }
+    if (err == RD_KAFKA_RESP_ERR__AUTHENTICATION && !c->joined) {
+        c->is_refused = 1;
+        snprintf(c->refusal, sizeof(c->refusal), "%s", reason);
     }
     log_warn("consumer", "kafka client error",
              LF_STR("error", rd_kafka_err2name(err)), LF_STR("detail", reason));
@@ -469,6 +478,20 @@ int consumer_run(struct consumer *c, volatile sig_atomic_t *stop,
         struct mw_error perr;
         int64_t started;
 
+        if (c->is_refused) {
+            /* A wrong password never starts working by itself: say so
+             * instead of retrying for ever. */
+            mw_error_set(err, MW_ERR_CONFIG, false,
+                         "Kafka refused the worker's credentials");
+            mw_error_detail(err, "%s", c->refusal);
+            mw_error_hint(err, "Check MESH_WORKER_KAFKA_SASL_USERNAME, "
+                               "MESH_WORKER_KAFKA_SASL_PASSWORD and "
+                               "MESH_WORKER_KAFKA_SASL_MECHANISM (or the "
+                               "client certificate); the password is not "
+                               "shown.");
+            return -1;
+        }
+
         if (c->paused) {
             rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, POLL_MS);
 
@@ -525,6 +548,5 @@ int consumer_run(struct consumer *c, volatile sig_atomic_t *stop,
             log_warn("consumer", "could not commit offsets at shutdown",
                      LF_STR("error", rd_kafka_err2str(kerr)));
     }
-    (void)err;
     return 0;
 }

@@ -25,8 +25,9 @@ struct consumer *consumer_new(const struct mw_config *cfg,
 
 /*
  * Consumes until *stop becomes non-zero, then finishes the batch in hand,
- * commits offsets and leaves the group.  Returns 0, or -1 with err on a
- * fatal consumer error.
+ * commits offsets and leaves the group.  Returns 0, or -1 with err
+ * (MW_ERR_CONFIG) when Kafka refuses the credentials before the consumer
+ * ever joined its group: a wrong password stops start-up.
  */
 int consumer_run(struct consumer *consumer, volatile sig_atomic_t *stop,
                  struct mw_error *err);

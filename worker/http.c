@@ -73,25 +73,36 @@ static void gauge(struct text *t, const char *name, const char *help,
            name, value);
 }
 
-static int is_ready(const char **reason)
+/* Fills reason (a JSON-safe sentence) when not ready; topic names are
+ * letters, digits, '.', '_' and '-' only (config.c checks them). */
+static int is_ready(char *reason, size_t size)
 {
+    const char *denied = atomic_load(&mw_metrics.write_denied_topic);
+
     if (!atomic_load(&mw_metrics.db_ready)) {
-        *reason = "PostgreSQL is not reachable";
+        snprintf(reason, size, "PostgreSQL is not reachable");
         return 0;
     }
     if (!atomic_load(&mw_metrics.kafka_ready)) {
-        *reason = "Kafka is not reachable or the consumer has not joined "
-                  "its group";
+        snprintf(reason, size, "Kafka is not reachable or the consumer has "
+                               "not joined its group");
         return 0;
     }
-    *reason = NULL;
+    if (denied != NULL) {
+        snprintf(reason, size, "Kafka denies Write on topic %s "
+                               "(TOPIC_AUTHORIZATION_FAILED); the outbox "
+                               "keeps its events",
+                 denied);
+        return 0;
+    }
+    reason[0] = '\0';
     return 1;
 }
 
 static char *render_metrics(size_t *len)
 {
     struct text t = {malloc(8192), 0, 8192};
-    const char *reason;
+    char reason[400];
     long long cumulative = 0;
 
     if (t.buf == NULL)
@@ -140,7 +151,7 @@ static char *render_metrics(size_t *len)
           "Partitions of the requests topic assigned to this replica.",
           (double)get(&mw_metrics.assigned_partitions));
     gauge(&t, "mesh_worker_ready", "1 when /readyz answers 200.",
-          is_ready(&reason));
+          is_ready(reason, sizeof(reason)));
     append(&t, "# HELP mesh_worker_batch_duration_seconds Time from a "
                "batch's first message to its commit.\n"
                "# TYPE mesh_worker_batch_duration_seconds histogram\n");
@@ -196,11 +207,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn,
         return reply(conn, MHD_HTTP_OK, json, ok, strlen(ok),
                      MHD_RESPMEM_PERSISTENT);
     if (strcmp(url, "/readyz") == 0) {
-        const char *reason;
-        char body[256];
+        char reason[400], body[512];
         int n;
 
-        if (is_ready(&reason))
+        if (is_ready(reason, sizeof(reason)))
             return reply(conn, MHD_HTTP_OK, json, ok, strlen(ok),
                          MHD_RESPMEM_PERSISTENT);
         n = snprintf(body, sizeof(body),

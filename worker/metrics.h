@@ -30,6 +30,9 @@ struct mw_metrics {
     atomic_llong assigned_partitions; /* gauge */
     atomic_int db_ready;         /* 1 when the last database call worked */
     atomic_int kafka_ready;      /* 1 when the consumer sees its brokers */
+    /* The topic Kafka last refused the relay's writes to (ACLs), until a
+     * write to it succeeds; NULL when none.  Points into the config. */
+    const char *_Atomic write_denied_topic;
     /* Processing latency (consume to commit) histogram, seconds. */
     atomic_llong latency_buckets[METRICS_LATENCY_BUCKETS];
     atomic_llong latency_count;

@@ -47,6 +47,7 @@
 #define SETTLE_POLL_MS 50
 #define FOLLOWER_WAIT_MS 1000
 #define MAINTENANCE_EVERY_MS 5000
+#define DENIED_WAIT_MS 1000 /* between rounds while an ACL is missing */
 
 /* Where a produced row stands; its slot is free again once settled. */
 enum flight_state {
@@ -171,6 +172,40 @@ static bool window_has(const struct window *w, int64_t id)
                    compare_ids) != NULL;
 }
 
+/*
+ * Kafka refused a write to topic for want of an ACL: said once (until a
+ * write to it succeeds again) and shown by /readyz; the rows stay in the
+ * outbox.  The relay only ever writes, so the operation is Write.
+ */
+static void note_denied(const char *topic)
+{
+    if (atomic_exchange(&mw_metrics.write_denied_topic, topic) != topic)
+        log_error("relay",
+                  "Kafka denies this worker Write on a topic; its events "
+                  "stay in the outbox until an ACL allows it",
+                  LF_STR("topic", topic), LF_STR("operation", "Write"),
+                  LF_STR("error", "TOPIC_AUTHORIZATION_FAILED"));
+}
+
+static void note_written(const char *topic)
+{
+    const char *denied = topic;
+
+    if (atomic_compare_exchange_strong(&mw_metrics.write_denied_topic,
+                                       &denied, NULL))
+        log_info("relay", "Kafka accepts writes to the topic again",
+                 LF_STR("topic", topic));
+}
+
+/* The configured name (a pointer into the config) of a report's topic. */
+static const char *report_topic(const struct relay *r,
+                                const rd_kafka_message_t *rkm)
+{
+    return strcmp(rd_kafka_topic_name(rkm->rkt), r->cfg->topic_dlq) == 0
+               ? r->cfg->topic_dlq
+               : r->cfg->topic_events;
+}
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *rkm,
                         void *opaque)
 {
@@ -182,10 +217,16 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *rkm,
     r->window.sent_count--;
     if (rkm->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         f->state = FLIGHT_DELIVERED;
+        if (atomic_load(&mw_metrics.write_denied_topic) != NULL)
+            note_written(report_topic(r, rkm));
         return;
     }
     f->state = FLIGHT_FAILED;
     r->window.is_failed = true;
+    if (rkm->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) {
+        note_denied(report_topic(r, rkm));
+        return;
+    }
     log_warn("relay", "delivery failed; the row stays in the outbox",
              LF_INT("outbox_id", f->id),
              LF_STR("error", rd_kafka_err2str(rkm->err)));
@@ -292,6 +333,10 @@ static void produce_row(struct relay *r, const struct store_outbox_msg *m)
         w->sent_count--;
         f->state = FLIGHT_FAILED;
         w->is_failed = true;
+        if (kerr == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) {
+            note_denied(topic);
+            return;
+        }
         log_warn("relay", "could not produce an outbox row",
                  LF_INT("outbox_id", m->id),
                  LF_STR("error", rd_kafka_err2str(kerr)));
@@ -365,7 +410,9 @@ static int settle(struct relay *r, struct store *store, struct mw_error *err)
     if (mark_delivered(r, store, err) < 0)
         return -1;
     if (is_failed)
-        rd_kafka_poll(r->rk, SETTLE_POLL_MS);
+        rd_kafka_poll(r->rk, atomic_load(&mw_metrics.write_denied_topic)
+                                 ? DENIED_WAIT_MS
+                                 : SETTLE_POLL_MS);
     return 0;
 }
 

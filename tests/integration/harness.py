@@ -24,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -168,6 +169,25 @@ class MockKafka:
                 self.proc.wait()
 
 
+def real_broker_module():
+    """tests/kafka/broker.py, once java and the broker's jars are there.
+    Without them the calling test module is skipped, unless
+    MW_REQUIRE_REAL_KAFKA=1 makes that a failure."""
+    import pytest
+    path = os.path.join(SOURCE_DIR, "tests", "kafka")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    import broker
+    try:
+        broker.java_binary()
+        broker.ensure_jars()
+    except broker.BrokerError as e:
+        if os.environ.get("MW_REQUIRE_REAL_KAFKA") == "1":
+            raise
+        pytest.skip(str(e))
+    return broker
+
+
 def producer(bootstrap, **extra):
     conf = {"bootstrap.servers": bootstrap, "linger.ms": 5,
             "partitioner": "murmur2_random", "enable.idempotence": True}
@@ -175,9 +195,10 @@ def producer(bootstrap, **extra):
     return Producer(conf)
 
 
-def produce_all(bootstrap, messages, topic=TOPIC_REQUESTS):
-    """Produces (key, value, headers[, partition]) tuples and waits for all."""
-    p = producer(bootstrap)
+def produce_all(bootstrap, messages, topic=TOPIC_REQUESTS, conf=None):
+    """Produces (key, value, headers[, partition]) tuples and waits for all.
+    conf: more librdkafka properties (security, for one)."""
+    p = producer(bootstrap, **dict(conf or {}))
     failures = []
 
     def report(err, msg):
@@ -201,15 +222,17 @@ def produce_all(bootstrap, messages, topic=TOPIC_REQUESTS):
     assert left == 0 and not failures, (left, failures[:3])
 
 
-def read_topic(bootstrap, topic, until, timeout=120):
+def read_topic(bootstrap, topic, until, timeout=120, conf=None):
     """Reads topic from the beginning until until(messages) is true.
+    conf: more librdkafka properties (security, for one).
 
-    Returns a list of dicts: partition, offset, key, value, headers.
+    Returns a list of dicts: partition, offset, timestamp (epoch ms),
+    key, value, headers.
     """
-    c = Consumer({"bootstrap.servers": bootstrap,
-                  "group.id": "mw-test-%s" % uuid.uuid4(),
-                  "enable.auto.commit": False,
-                  "enable.partition.eof": False})
+    c = Consumer(dict({"bootstrap.servers": bootstrap,
+                       "group.id": "mw-test-%s" % uuid.uuid4(),
+                       "enable.auto.commit": False,
+                       "enable.partition.eof": False}, **dict(conf or {})))
     md = c.list_topics(topic, timeout=10)
     parts = [TopicPartition(topic, p, 0)  # OFFSET_BEGINNING
              for p in md.topics[topic].partitions]
@@ -228,6 +251,7 @@ def read_topic(bootstrap, topic, until, timeout=120):
                 if m.error():
                     continue
                 out.append({"partition": m.partition(), "offset": m.offset(),
+                            "timestamp": m.timestamp()[1],
                             "key": m.key(), "value": m.value(),
                             "headers": dict((k, v) for k, v in
                                             (m.headers() or []))})

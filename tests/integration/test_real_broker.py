@@ -21,6 +21,8 @@ from confluent_kafka import (Consumer, KafkaError, KafkaException, Producer,
                              TopicPartition)
 from confluent_kafka.admin import AdminClient
 
+import harness
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "kafka"))
 import broker as kafka_broker  # noqa: E402
@@ -39,13 +41,7 @@ def _report(request, text):
 
 @pytest.fixture(scope="module")
 def kafka(request):
-    try:
-        kafka_broker.java_binary()
-        kafka_broker.ensure_jars()
-    except kafka_broker.BrokerError as e:
-        if os.environ.get("MW_REQUIRE_REAL_KAFKA") == "1":
-            raise
-        pytest.skip(str(e))
+    harness.real_broker_module()
     server = kafka_broker.Broker(partitions_default=8, topics=TOPICS)
     started = time.monotonic()
     try:

@@ -8,56 +8,15 @@ least once with re-publications identical in event_id and bytes, the
 events of each key are in commit order, and the undecodable messages are
 in the DLQ exactly as consumed."""
 
-import collections
 import random
 import time
 
-
+import guarantees
 import harness
-from harness import TOPIC_DLQ, TOPIC_EVENTS, request
 
 
 TOTAL = 50000
 KILLS = 20
-
-
-def build_requests(avro_codec):
-    """TOTAL messages: (key, value, kind, request datum or None)."""
-    rnd = random.Random(20261125)
-    valid = [request(msp_id="msp-%d" % (i % 40)) for i in range(40000)]
-    invalid = [request(msp_id="msp-%d" % (i % 40), licenses=0)
-               for i in range(5000)]
-    messages = [(r["msp_id"].encode(),
-                 avro_codec.encode("CustomerRequested", r), "valid", r)
-                for r in valid]
-    messages += [(r["msp_id"].encode(),
-                  avro_codec.encode("CustomerRequested", r), "invalid", r)
-                 for r in invalid]
-    for r in rnd.sample(valid, 3950):           # exact redeliveries
-        messages.append((r["msp_id"].encode(),
-                         avro_codec.encode("CustomerRequested", r),
-                         "duplicate", r))
-    for r in rnd.sample(invalid, 1000):         # same id, other content
-        changed = dict(r, company_name=r["company_name"] + " (changed)")
-        messages.append((r["msp_id"].encode(),
-                         avro_codec.encode("CustomerRequested", changed),
-                         "conflict", changed))
-    garbage = [(b"bad-%d" % i, b"\xc3\x01garbage-%d" % i, "garbage", None)
-               for i in range(50)]
-    messages += garbage
-    assert len(messages) == TOTAL
-    rnd.shuffle(messages)
-    # A conflict must come after the request it conflicts with.
-    first = {}
-    for i, (_, _, kind, r) in enumerate(messages):
-        if r is not None and kind != "conflict":
-            first.setdefault(r["request_id"], i)
-    for i, (_, _, kind, r) in enumerate(messages):
-        if kind == "conflict" and first[r["request_id"]] > i:
-            j = first[r["request_id"]]
-            messages[i], messages[j] = messages[j], messages[i]
-            first[r["request_id"]] = i
-    return messages, valid, invalid, garbage
 
 
 def test_two_replicas_killed_twenty_times_keep_every_guarantee(
@@ -65,7 +24,8 @@ def test_two_replicas_killed_twenty_times_keep_every_guarantee(
     pg = harness.Postgres().start()
     started = []
     try:
-        messages, valid, invalid, garbage = build_requests(avro_codec)
+        load = guarantees.build_requests(avro_codec, TOTAL)
+        messages = load.messages
         # Published rows are kept, so that every committed event and its
         # commit order can be read back.
         env = {"MESH_WORKER_KAFKA_SESSION_TIMEOUT_MS": "6000",
@@ -94,71 +54,16 @@ def test_two_replicas_killed_twenty_times_keep_every_guarantee(
         harness.produce_all(real_kafka.bootstrap, [
             (key, value, []) for key, value, _, _ in messages[KILLS * chunk:]])
 
-        distinct = {r["request_id"] for r in valid + invalid}
-        harness.wait_for(
-            lambda: pg.query("SELECT count(*) FROM requests")[0][0] ==
-            len(distinct) and pg.query(
-                "SELECT count(*) FROM outbox WHERE published_at IS NULL")[0][0]
-            == 0, 600, "every request to have an outcome", interval=1)
+        guarantees.wait_processed(pg, load)
         elapsed = time.monotonic() - t0
-
-        # One outcome per request id, of the right kind.
-        created = pg.query("SELECT count(*) FROM requests WHERE outcome = "
-                           "'CREATED'")[0][0]
-        rejected = pg.query("SELECT count(*) FROM requests WHERE outcome = "
-                            "'REJECTED'")[0][0]
-        assert created == len(valid) == pg.query(
-            "SELECT count(*) FROM customers")[0][0]
-        assert rejected == len(invalid)
-        conflicts = pg.query("SELECT sum(conflicts) FROM requests")[0][0]
-        assert conflicts >= 1000
-        assert pg.query("SELECT count(*) FROM (SELECT domain FROM "
-                        "customer_domains WHERE released_at IS NULL GROUP BY "
-                        "domain HAVING count(*) > 1) d")[0][0] == 0
-
-        # Every committed event is on the topic, identical when repeated.
-        want = {str(r[0]): r[1] for r in pg.query(
-            "SELECT event_id, id FROM outbox WHERE stream = 0")}
-        assert len(want) >= created + rejected
-        events = harness.read_topic(
-            real_kafka.bootstrap, TOPIC_EVENTS,
-            lambda ms: len({m["headers"]["event_id"] for m in ms}) >=
-            len(want), timeout=300)
-        payloads = collections.defaultdict(set)
-        per_key = collections.defaultdict(list)
-        for m in events:
-            payloads[m["headers"]["event_id"].decode()].add(m["value"])
-            per_key[(m["partition"], m["key"])].append(
-                (m["offset"], m["headers"]["event_id"].decode()))
-        assert set(payloads) == set(want)
-        assert all(len(v) == 1 for v in payloads.values())
-        republished = len(events) - len(payloads)
-        # Per key, first publications follow the outbox (commit) order.
-        out_of_order = 0
-        for key, items in per_key.items():
-            order, seen = [], set()
-            for _, event_id in sorted(items):
-                if event_id not in seen:
-                    seen.add(event_id)
-                    order.append(want[event_id])
-            out_of_order += order != sorted(order)
-        assert out_of_order == 0
-
-        # Undecodable bytes are in the DLQ exactly as consumed.
-        dlq = harness.read_topic(real_kafka.bootstrap, TOPIC_DLQ,
-                                 lambda ms: len({m["value"] for m in ms}) >=
-                                 len(garbage), timeout=120)
-        expected = {value: key for key, value, _, _ in garbage}
-        assert {m["value"] for m in dlq} == set(expected)
-        for m in dlq:
-            assert m["key"] == expected[m["value"]]
-            assert m["headers"]["dlq.reason"] == b"unknown-schema"
-
+        counts = guarantees.check_guarantees(pg, real_kafka.bootstrap, load)
         print("\ncrash test: %d messages, %d kills, %.0f s: %d created, %d "
               "rejected, %d conflicts, %d duplicates absorbed, %d events "
               "(%d re-published), %d DLQ messages (%d distinct)" % (
-                  TOTAL, KILLS, elapsed, created, rejected, conflicts,
-                  3950, len(events), republished, len(dlq), len(garbage)))
+                  TOTAL, KILLS, elapsed, counts["created"],
+                  counts["rejected"], counts["conflicts"], load.duplicates,
+                  counts["events"], counts["republished"], counts["dlq"],
+                  len(load.garbage)))
         for w in replicas:
             assert w.stop() == 0
     finally:
