@@ -174,11 +174,16 @@ static struct store *connect_store(const char *conninfo, int64_t limit_ms,
 }
 
 /*
- * Connects and applies the migrations, trying again while the failure is
- * retriable (the server restarting, a connection cut mid-migration) and
- * wait_ms has not passed.  Returns the connection, or NULL with err.
+ * Connects and brings the schema up to date, trying again while the
+ * failure is retriable (the server restarting, a connection cut
+ * mid-migration) and wait_ms has not passed.  With is_check_first (run)
+ * nothing is applied when the schema is up to date, and nothing is tried
+ * when the login may not apply what is missing, so that a login holding
+ * only mesh_worker starts, or says plainly why not.  Returns the
+ * connection, or NULL with err.
  */
 static struct store *connect_migrated(const char *conninfo, int64_t wait_ms,
+                                      bool is_check_first,
                                       struct mw_error *err)
 {
     int64_t deadline = mono_ms() + wait_ms;
@@ -186,10 +191,20 @@ static struct store *connect_migrated(const char *conninfo, int64_t wait_ms,
     for (;;) {
         struct store *store =
             connect_store(conninfo, deadline - mono_ms(), err);
+        bool may_migrate = true;
+        int rc = 1;
 
         if (store == NULL)
             return NULL;
-        if (store_migrate(store, err) == 0)
+        if (is_check_first)
+            rc = store_schema_check(store, &may_migrate, err);
+        if (rc == 0)
+            return store;
+        if (rc == 1 && !may_migrate) {
+            store_destroy(store);
+            return NULL;
+        }
+        if (rc == 1 && store_migrate(store, err) == 0)
             return store;
         store_destroy(store);
         if (!err->retriable || stop_requested || mono_ms() + 500 > deadline)
@@ -204,7 +219,7 @@ static struct store *connect_migrated(const char *conninfo, int64_t wait_ms,
 static int migrate_with(const char *conninfo, int64_t wait_ms,
                         struct mw_error *err)
 {
-    struct store *store = connect_migrated(conninfo, wait_ms, err);
+    struct store *store = connect_migrated(conninfo, wait_ms, false, err);
 
     if (store == NULL)
         return -1;
@@ -328,7 +343,7 @@ int cli_run(int argc, char **argv)
             goto fail;
         conninfo = embedded_pg_conninfo(pg);
     }
-    store = connect_migrated(conninfo, cfg.database_wait_ms, &err);
+    store = connect_migrated(conninfo, cfg.database_wait_ms, true, &err);
     if (store == NULL)
         goto fail;
     codec = codec_new(&err);

@@ -39,6 +39,17 @@ void store_destroy(struct store *store);
  */
 int store_migrate(struct store *store, struct mw_error *err);
 
+/*
+ * Compares the migrations recorded in the database with those compiled
+ * in, without changing anything, so that a login holding only the
+ * mesh_worker role can run it.  Returns 0 when every one is applied; 1
+ * when some are not, with err filled (not retriable) naming the first and
+ * *may_migrate set when this login owns the schema and could apply them;
+ * -1 with err on a database error.
+ */
+int store_schema_check(struct store *store, bool *may_migrate,
+                       struct mw_error *err);
+
 /* Returns 0 when the server answers a trivial query, or -1 with err. */
 int store_ping(struct store *store, struct mw_error *err);
 
