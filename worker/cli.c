@@ -216,6 +216,35 @@ static struct store *connect_migrated(const char *conninfo, int64_t wait_ms,
     }
 }
 
+/*
+ * A standby that commits do not wait for can be promoted without the last
+ * batches, whose offsets are committed in Kafka: they are lost.  Says so
+ * at start; the worker cannot fix it, and cannot see replication that a
+ * managed service does below PostgreSQL.
+ */
+static void warn_async_replication(struct store *store)
+{
+    struct store_replication replication;
+    struct mw_error err;
+
+    mw_error_clear(&err);
+    if (store_replication_check(store, &replication, &err) < 0) {
+        log_warn("cli", "could not read the replication settings",
+                 LF_STR("error", err.msg), LF_STR("detail", err.detail));
+        return;
+    }
+    if (replication.standbys > 0 && !replication.is_synchronous)
+        log_warn("cli",
+                 "PostgreSQL replicates asynchronously: a failover can lose "
+                 "committed batches whose offsets Kafka keeps; set "
+                 "synchronous_standby_names and synchronous_commit=on",
+                 LF_INT("standbys", replication.standbys),
+                 LF_STR("synchronous_standby_names",
+                        replication.standby_names),
+                 LF_STR("synchronous_commit",
+                        replication.synchronous_commit));
+}
+
 static int migrate_with(const char *conninfo, int64_t wait_ms,
                         struct mw_error *err)
 {
@@ -346,6 +375,7 @@ int cli_run(int argc, char **argv)
     store = connect_migrated(conninfo, cfg.database_wait_ms, true, &err);
     if (store == NULL)
         goto fail;
+    warn_async_replication(store);
     codec = codec_new(&err);
     if (codec == NULL)
         goto fail;

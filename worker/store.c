@@ -525,6 +525,48 @@ int store_schema_check(struct store *store, bool *may_migrate,
     return 1;
 }
 
+/*
+ * What the server says of its own replication: the standbys streaming
+ * from it, whether commits wait for one of them, and the settings that
+ * decide it.  pg_stat_replication shows every role its rows (details
+ * only to pg_read_all_stats), so a mesh_worker login can count them.
+ */
+static const char sql_replication[] =
+    "SELECT (SELECT count(*) FROM pg_stat_replication),"
+    " current_setting('synchronous_standby_names'),"
+    " current_setting('synchronous_commit')";
+
+int store_replication_check(struct store *store,
+                            struct store_replication *replication,
+                            struct mw_error *err)
+{
+    PGresult *res;
+    const char *names, *commit;
+
+    memset(replication, 0, sizeof(*replication));
+    if (ensure_connected(store, err) != 0)
+        return -1;
+    res = PQexecParams(store->conn, sql_replication, 0, NULL, NULL, NULL, NULL,
+                       0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        set_error(store, err, "could not read the replication settings", res);
+        PQclear(res);
+        return -1;
+    }
+    replication->standbys = atoll(PQgetvalue(res, 0, 0));
+    names = PQgetvalue(res, 0, 1);
+    commit = PQgetvalue(res, 0, 2);
+    snprintf(replication->standby_names, sizeof(replication->standby_names),
+             "%s", names);
+    snprintf(replication->synchronous_commit,
+             sizeof(replication->synchronous_commit), "%s", commit);
+    replication->is_synchronous =
+        names[0] != '\0' && strcmp(commit, "off") != 0 &&
+        strcmp(commit, "local") != 0;
+    PQclear(res);
+    return 0;
+}
+
 /* ---- the batch transaction ---- */
 
 /*
