@@ -177,8 +177,9 @@ static struct store *connect_store(const char *conninfo, int64_t limit_ms,
  * Connects and brings the schema up to date, trying again while the
  * failure is retriable (the server restarting, a connection cut
  * mid-migration) and wait_ms has not passed.  With is_check_first (run)
- * nothing is applied when the schema is up to date, and nothing is tried
- * when the login may not apply what is missing, so that a login holding
+ * nothing is applied when the schema is up to date, and a login that may
+ * not apply what is missing waits for "mesh-worker migrate" (started
+ * alongside, as a deployment job) until wait_ms, so that a login holding
  * only mesh_worker starts, or says plainly why not.  Returns the
  * connection, or NULL with err.
  */
@@ -187,6 +188,7 @@ static struct store *connect_migrated(const char *conninfo, int64_t wait_ms,
                                       struct mw_error *err)
 {
     int64_t deadline = mono_ms() + wait_ms;
+    bool is_waiting = false;
 
     for (;;) {
         struct store *store =
@@ -202,7 +204,18 @@ static struct store *connect_migrated(const char *conninfo, int64_t wait_ms,
             return store;
         if (rc == 1 && !may_migrate) {
             store_destroy(store);
-            return NULL;
+            if (stop_requested || mono_ms() + 1000 > deadline)
+                return NULL;
+            if (!is_waiting)
+                log_warn("cli",
+                         "database schema is not up to date; waiting for "
+                         "\"mesh-worker migrate\"",
+                         LF_STR("detail", err->detail),
+                         LF_INT("wait_ms", deadline - mono_ms()));
+            is_waiting = true;
+            struct timespec ts = {1, 0};
+            nanosleep(&ts, NULL);
+            continue;
         }
         if (rc == 1 && store_migrate(store, err) == 0)
             return store;

@@ -219,12 +219,14 @@ def test_plain_connection_is_refused_by_the_server(server, database):
     assert "no encryption" in result.stdout
 
 
-def test_worker_login_with_schema_behind_says_so_and_changes_nothing(
-        server, database):
+def test_worker_login_waits_for_the_schema_then_says_so_or_starts(
+        server, database, workers):
     owner_query(server, database,
                 "DELETE FROM schema_migrations WHERE version = 5")
+    # Alone, it gives up after MESH_WORKER_DATABASE_WAIT (5 s here).
     result = run_cli(["run"], worker_url(server, database))
     assert result.returncode == 1, result.stdout
+    assert "database schema is not up to date; waiting for" in result.stdout
     assert "error: database schema is not up to date" in result.stdout
     assert ('1 migration not applied, the first "0005_set_based_timers.sql";'
             ' role "%s" may not apply them' % LOGIN) in result.stdout
@@ -232,9 +234,20 @@ def test_worker_login_with_schema_behind_says_so_and_changes_nothing(
     assert owner_query(server, database,
                        "SELECT count(*) FROM schema_migrations") == [(4,)]
 
-    # The owner brings it up to date (0005 is idempotent), then the
-    # worker login starts.
-    result = run_cli(["migrate"], server.tls_url("postgres", database))
-    assert result.returncode == 0, result.stdout
+    # Started alongside the owner's migrate, it waits, then starts.
+    kafka = harness.MockKafka(partitions=1)
+    try:
+        w = workers(kafka.bootstrap, worker_url(server, database),
+                    MESH_WORKER_DATABASE_WAIT="120s")
+        harness.wait_for(lambda: "waiting for" in w.log_text(), 60,
+                         "the worker to wait for the schema")
+        assert "worker started" not in w.log_text()
+        result = run_cli(["migrate"], server.tls_url("postgres", database))
+        assert result.returncode == 0, result.stdout
+        harness.wait_for(lambda: "worker started" in w.log_text(), 60,
+                         "the worker to start")
+        assert w.stop() == 0
+    finally:
+        kafka.destroy()
     assert owner_query(server, database,
                        "SELECT count(*) FROM schema_migrations") == [(5,)]
