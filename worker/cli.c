@@ -174,22 +174,50 @@ static struct store *connect_store(const char *conninfo, int64_t limit_ms,
 }
 
 /*
- * Connects and applies the migrations, trying again while the failure is
- * retriable (the server restarting, a connection cut mid-migration) and
- * wait_ms has not passed.  Returns the connection, or NULL with err.
+ * Connects and brings the schema up to date, trying again while the
+ * failure is retriable (the server restarting, a connection cut
+ * mid-migration) and wait_ms has not passed.  With is_check_first (run)
+ * nothing is applied when the schema is up to date, and a login that may
+ * not apply what is missing waits for "mesh-worker migrate" (started
+ * alongside, as a deployment job) until wait_ms, so that a login holding
+ * only mesh_worker starts, or says plainly why not.  Returns the
+ * connection, or NULL with err.
  */
 static struct store *connect_migrated(const char *conninfo, int64_t wait_ms,
+                                      bool is_check_first,
                                       struct mw_error *err)
 {
     int64_t deadline = mono_ms() + wait_ms;
+    bool is_waiting = false;
 
     for (;;) {
         struct store *store =
             connect_store(conninfo, deadline - mono_ms(), err);
+        bool may_migrate = true;
+        int rc = 1;
 
         if (store == NULL)
             return NULL;
-        if (store_migrate(store, err) == 0)
+        if (is_check_first)
+            rc = store_schema_check(store, &may_migrate, err);
+        if (rc == 0)
+            return store;
+        if (rc == 1 && !may_migrate) {
+            store_destroy(store);
+            if (stop_requested || mono_ms() + 1000 > deadline)
+                return NULL;
+            if (!is_waiting)
+                log_warn("cli",
+                         "database schema is not up to date; waiting for "
+                         "\"mesh-worker migrate\"",
+                         LF_STR("detail", err->detail),
+                         LF_INT("wait_ms", deadline - mono_ms()));
+            is_waiting = true;
+            struct timespec ts = {1, 0};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        if (rc == 1 && store_migrate(store, err) == 0)
             return store;
         store_destroy(store);
         if (!err->retriable || stop_requested || mono_ms() + 500 > deadline)
@@ -201,10 +229,39 @@ static struct store *connect_migrated(const char *conninfo, int64_t wait_ms,
     }
 }
 
+/*
+ * A standby that commits do not wait for can be promoted without the last
+ * batches, whose offsets are committed in Kafka: they are lost.  Says so
+ * at start; the worker cannot fix it, and cannot see replication that a
+ * managed service does below PostgreSQL.
+ */
+static void warn_async_replication(struct store *store)
+{
+    struct store_replication replication;
+    struct mw_error err;
+
+    mw_error_clear(&err);
+    if (store_replication_check(store, &replication, &err) < 0) {
+        log_warn("cli", "could not read the replication settings",
+                 LF_STR("error", err.msg), LF_STR("detail", err.detail));
+        return;
+    }
+    if (replication.standbys > 0 && !replication.is_synchronous)
+        log_warn("cli",
+                 "PostgreSQL replicates asynchronously: a failover can lose "
+                 "committed batches whose offsets Kafka keeps; set "
+                 "synchronous_standby_names and synchronous_commit=on",
+                 LF_INT("standbys", replication.standbys),
+                 LF_STR("synchronous_standby_names",
+                        replication.standby_names),
+                 LF_STR("synchronous_commit",
+                        replication.synchronous_commit));
+}
+
 static int migrate_with(const char *conninfo, int64_t wait_ms,
                         struct mw_error *err)
 {
-    struct store *store = connect_migrated(conninfo, wait_ms, err);
+    struct store *store = connect_migrated(conninfo, wait_ms, false, err);
 
     if (store == NULL)
         return -1;
@@ -334,9 +391,10 @@ int cli_run(int argc, char **argv)
             goto fail;
         conninfo = embedded_pg_conninfo(pg);
     }
-    store = connect_migrated(conninfo, cfg.database_wait_ms, &err);
+    store = connect_migrated(conninfo, cfg.database_wait_ms, true, &err);
     if (store == NULL)
         goto fail;
+    warn_async_replication(store);
     codec = codec_new(&err);
     if (codec == NULL)
         goto fail;

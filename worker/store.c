@@ -106,6 +106,52 @@ void store_set_error(struct store *store, struct mw_error *err,
         store_drop_connection(store);
 }
 
+/*
+ * Fills err for a connection that failed with libpq's message text.  A
+ * server certificate that does not verify, or a CA file that cannot be
+ * read, will not heal by waiting: those are permanent configuration
+ * errors, so that start-up stops at once.  Everything else (refused,
+ * timed out, a standby when read-write is wanted) is retriable.
+ *
+ * Known limit: libpq gives no code for failures on the client side, so
+ * they are recognised by its English messages; with libpq's translations
+ * installed and a non-English locale they fall back to the retriable
+ * case and start-up gives up after MESH_WORKER_DATABASE_WAIT instead.
+ */
+static void set_connect_error(struct mw_error *err, const char *text)
+{
+    if (strstr(text, "does not match host name") != NULL) {
+        mw_error_set(err, MW_ERR_CONFIG, false,
+                     "PostgreSQL server certificate does not match the "
+                     "host name in MESH_WORKER_DATABASE_URL");
+        mw_error_detail(err, "%s", text);
+        mw_error_hint(err, "Connect to a host name or address listed in the "
+                           "certificate's subjectAltName.");
+    } else if (strstr(text, "certificate verify failed") != NULL) {
+        mw_error_set(err, MW_ERR_CONFIG, false,
+                     "PostgreSQL server certificate verification failed "
+                     "for MESH_WORKER_DATABASE_URL");
+        mw_error_detail(err, "%s", text);
+        mw_error_hint(err, "Set sslrootcert= in MESH_WORKER_DATABASE_URL to "
+                           "the CA certificate that signed the server's "
+                           "certificate.");
+    } else if (strstr(text, "root certificate file") != NULL ||
+               strstr(text, "could not read root certificate") != NULL) {
+        mw_error_set(err, MW_ERR_CONFIG, false,
+                     "cannot read the CA certificate for "
+                     "MESH_WORKER_DATABASE_URL");
+        /* Only the first line: libpq's second suggests no verification. */
+        mw_error_detail(err, "%.*s", (int)strcspn(text, "\n"), text);
+        mw_error_hint(err, "Set sslrootcert= in MESH_WORKER_DATABASE_URL to "
+                           "a readable PEM file.");
+    } else {
+        mw_error_set(err, MW_ERR_DATABASE, true,
+                     "could not connect to PostgreSQL");
+        mw_error_detail(err, "%s", text);
+        mw_error_hint(err, "Check MESH_WORKER_DATABASE_URL and the server.");
+    }
+}
+
 static int connect_db(struct store *store, struct mw_error *err)
 {
     char text[400];
@@ -120,10 +166,7 @@ static int connect_db(struct store *store, struct mw_error *err)
     if (PQstatus(store->conn) != CONNECTION_OK) {
         /* libpq's message names host and port, never the password. */
         copy_trimmed(text, sizeof(text), PQerrorMessage(store->conn));
-        mw_error_set(err, MW_ERR_DATABASE, true,
-                     "could not connect to PostgreSQL");
-        mw_error_detail(err, "%s", text);
-        mw_error_hint(err, "Check MESH_WORKER_DATABASE_URL and the server.");
+        set_connect_error(err, text);
         store_drop_connection(store);
         return -1;
     }
@@ -345,6 +388,128 @@ done:
         PQclear(res);
     }
     return rc;
+}
+
+/*
+ * Whether this login may apply migrations: it owns schema_migrations (or
+ * shares its owner's privileges), or the table is missing and it may
+ * create tables.  A login holding only mesh_worker may not.
+ */
+static const char sql_schema_owner[] =
+    "SELECT to_regclass('schema_migrations') IS NOT NULL,"
+    " CASE WHEN to_regclass('schema_migrations') IS NULL"
+    " THEN coalesce(has_schema_privilege(current_schema(), 'CREATE'), false)"
+    " ELSE pg_has_role((SELECT relowner FROM pg_class"
+    " WHERE oid = to_regclass('schema_migrations')), 'USAGE') END,"
+    " current_user";
+
+int store_schema_check(struct store *store, bool *may_migrate,
+                       struct mw_error *err)
+{
+    static const char sql_applied[] = "SELECT version FROM schema_migrations";
+    const struct mw_embedded_file *first = NULL;
+    char user[128];
+    bool has_table;
+    int *versions = NULL, applied = 0, missing = 0;
+    PGresult *res;
+
+    *may_migrate = false;
+    if (store_ensure_connected(store, err) != 0)
+        return -1;
+    res = PQexecParams(store->conn, sql_schema_owner, 0, NULL, NULL, NULL,
+                       NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        store_set_error(store, err, "could not read the database schema", res);
+        PQclear(res);
+        return -1;
+    }
+    has_table = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    *may_migrate = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+    snprintf(user, sizeof(user), "%s", PQgetvalue(res, 0, 2));
+    PQclear(res);
+    if (has_table) {
+        res = PQexecParams(store->conn, sql_applied, 0, NULL, NULL, NULL, NULL,
+                           0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            store_set_error(store, err, "could not read schema_migrations", res);
+            PQclear(res);
+            return -1;
+        }
+        applied = PQntuples(res);
+        versions = calloc((size_t)applied + 1, sizeof(*versions));
+        if (versions == NULL) {
+            PQclear(res);
+            mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+            return -1;
+        }
+        for (int i = 0; i < applied; i++)
+            versions[i] = atoi(PQgetvalue(res, i, 0));
+        PQclear(res);
+    }
+    for (const struct mw_embedded_file *f = mw_embedded_files; f->kind; f++) {
+        if (strcmp(f->kind, "migration") != 0 ||
+            is_applied(versions, applied, migration_version(f->name)))
+            continue;
+        if (first == NULL)
+            first = f;
+        missing++;
+    }
+    free(versions);
+    if (missing == 0)
+        return 0;
+    mw_error_set(err, MW_ERR_DATABASE, false,
+                 "database schema is not up to date");
+    mw_error_detail(err,
+                    "%d migration%s not applied, the first \"%s\"; role "
+                    "\"%s\" %s apply them.",
+                    missing, missing == 1 ? "" : "s", first->name, user,
+                    *may_migrate ? "may" : "may not");
+    mw_error_hint(err, "Run \"mesh-worker migrate\" with the schema owner's "
+                       "login in MESH_WORKER_DATABASE_URL, then start the "
+                       "worker again.");
+    return 1;
+}
+
+/*
+ * What the server says of its own replication: the standbys streaming
+ * from it, whether commits wait for one of them, and the settings that
+ * decide it.  pg_stat_replication shows every role its rows (details
+ * only to pg_read_all_stats), so a mesh_worker login can count them.
+ */
+static const char sql_replication[] =
+    "SELECT (SELECT count(*) FROM pg_stat_replication),"
+    " current_setting('synchronous_standby_names'),"
+    " current_setting('synchronous_commit')";
+
+int store_replication_check(struct store *store,
+                            struct store_replication *replication,
+                            struct mw_error *err)
+{
+    PGresult *res;
+    const char *names, *commit;
+
+    memset(replication, 0, sizeof(*replication));
+    if (store_ensure_connected(store, err) != 0)
+        return -1;
+    res = PQexecParams(store->conn, sql_replication, 0, NULL, NULL, NULL, NULL,
+                       0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        store_set_error(store, err, "could not read the replication settings", res);
+        PQclear(res);
+        return -1;
+    }
+    replication->standbys = atoll(PQgetvalue(res, 0, 0));
+    names = PQgetvalue(res, 0, 1);
+    commit = PQgetvalue(res, 0, 2);
+    snprintf(replication->standby_names, sizeof(replication->standby_names),
+             "%s", names);
+    snprintf(replication->synchronous_commit,
+             sizeof(replication->synchronous_commit), "%s", commit);
+    replication->is_synchronous =
+        names[0] != '\0' && strcmp(commit, "off") != 0 &&
+        strcmp(commit, "local") != 0;
+    PQclear(res);
+    return 0;
 }
 
 /* ---- what the other files share ---- */

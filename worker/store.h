@@ -41,6 +41,35 @@ void store_destroy(struct store *store);
  */
 int store_migrate(struct store *store, struct mw_error *err);
 
+/*
+ * Compares the migrations recorded in the database with those compiled
+ * in, without changing anything, so that a login holding only the
+ * mesh_worker role can run it.  Returns 0 when every one is applied; 1
+ * when some are not, with err filled (not retriable) naming the first and
+ * *may_migrate set when this login owns the schema and could apply them;
+ * -1 with err on a database error.
+ */
+int store_schema_check(struct store *store, bool *may_migrate,
+                       struct mw_error *err);
+
+/* The server's replication, as the worker's session sees it. */
+struct store_replication {
+    int64_t standbys;            /* rows of pg_stat_replication */
+    bool is_synchronous;         /* a commit waits for a standby */
+    char standby_names[128];     /* synchronous_standby_names */
+    char synchronous_commit[16]; /* of this session */
+};
+
+/*
+ * Reads the server's replication: how many standbys stream from it and
+ * whether this session's commits wait for one.  Cannot see replication
+ * that a managed service does below PostgreSQL.  Returns 0, or -1 with
+ * err.
+ */
+int store_replication_check(struct store *store,
+                            struct store_replication *replication,
+                            struct mw_error *err);
+
 /* Returns 0 when the server answers a trivial query, or -1 with err. */
 int store_ping(struct store *store, struct mw_error *err);
 

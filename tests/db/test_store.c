@@ -267,6 +267,52 @@ static void migrate_twice_is_a_noop(void **state)
     arena_destroy(arena);
 }
 
+/*
+ * The schema check reads and changes nothing: with the last migration's
+ * row gone it names that migration and says the owner may apply it.
+ */
+static void schema_check_names_the_first_missing_migration(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    struct mw_error err = {0};
+    struct store_replication replication;
+    bool may_migrate = false;
+    char *last, *detail;
+
+    (void)state;
+    assert_int_equal(store_schema_check(store, &may_migrate, &err), 0);
+    last = query_text(arena,
+                      "SELECT name FROM schema_migrations "
+                      "ORDER BY version DESC LIMIT 1",
+                      0);
+    admin_exec("CREATE TABLE saved_migration AS SELECT * FROM "
+               "schema_migrations WHERE name = $1",
+               1, last);
+    admin_exec("DELETE FROM schema_migrations WHERE name = $1", 1, last);
+
+    assert_int_equal(store_schema_check(store, &may_migrate, &err), 1);
+    assert_false(err.retriable);
+    assert_string_equal(err.msg, "database schema is not up to date");
+    detail = arena_printf(arena, "1 migration not applied, the first \"%s\"",
+                          last);
+    assert_non_null(strstr(err.detail, detail));
+    assert_true(may_migrate); /* the tests' login owns the schema */
+
+    admin_exec("INSERT INTO schema_migrations SELECT * FROM saved_migration",
+               0);
+    admin_exec("DROP TABLE saved_migration", 0);
+    assert_int_equal(store_schema_check(store, &may_migrate, &err), 0);
+
+    /* A lone server has no standby to wait for. */
+    check_ok(store_replication_check(store, &replication, &err), &err);
+    assert_int_equal(replication.standbys, 0);
+    assert_false(replication.is_synchronous);
+    assert_string_equal(replication.standby_names, "");
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
 struct migrate_thread {
     const char *url;
     pthread_barrier_t *barrier;
@@ -1484,6 +1530,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(migrate_twice_is_a_noop),
+        cmocka_unit_test(schema_check_names_the_first_missing_migration),
         cmocka_unit_test(concurrent_migrations_apply_each_once),
         cmocka_unit_test(valid_request_is_created),
         cmocka_unit_test(account_types_set_status_and_billing),

@@ -22,8 +22,7 @@ class Database:
     def __init__(self, server, name):
         self.server = server
         self.name = name
-        self.url = "postgresql://postgres@127.0.0.1:%d/%s" % (server.port,
-                                                               name)
+        self.url = server.database_url(name)
 
     def query(self, sql, *params):
         import psycopg2

@@ -76,22 +76,27 @@ def _pg_bindir():
 
 
 class Postgres:
-    """A throwaway PostgreSQL cluster on 127.0.0.1:<free port>."""
+    """A throwaway PostgreSQL cluster on 127.0.0.1:<free port>.
 
-    def __init__(self):
+    settings: extra server settings (name: value) given at start.
+    initdb=False leaves the data directory empty (for pg_basebackup)."""
+
+    def __init__(self, settings=None, initdb=True):
         self.bindir = _pg_bindir()
         self.dir = tempfile.mkdtemp(prefix="mw-pg-")
         self.data = os.path.join(self.dir, "data")
         self.port = free_port()
         self.url = "postgresql://postgres@127.0.0.1:%d/postgres" % self.port
+        self.settings = dict(settings or {})
         self.user = None
         if os.geteuid() == 0:
             self.user = "postgres"
             pw = pwd.getpwnam(self.user)
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-        self._run("initdb", "-D", self.data, "--auth=trust",
-                  "--username=postgres", "--encoding=UTF8", "--no-locale",
-                  "--no-sync")
+        if initdb:
+            self._run("initdb", "-D", self.data, "--auth=trust",
+                      "--username=postgres", "--encoding=UTF8",
+                      "--no-locale", "--no-sync")
 
     def _run(self, program, *args, check=True):
         cmd = [os.path.join(self.bindir, program)] + list(args)
@@ -107,10 +112,17 @@ class Postgres:
         opts = ("-p %d -c listen_addresses=127.0.0.1 -k %s -c fsync=off "
                 "-c synchronous_commit=off -c full_page_writes=off "
                 "-c max_connections=200" % (self.port, self.dir))
+        for name, value in self.settings.items():
+            opts += " -c %s=%s" % (name, value)
         self._run("pg_ctl", "-D", self.data, "-l",
                   os.path.join(self.dir, "log"), "-w", "-t", "60", "-o",
                   opts, "start")
         return self
+
+    def database_url(self, name):
+        """The owner's URL of database name on this server."""
+        user, at, rest = self.url.partition("@")
+        return user + at + rest.replace("/postgres", "/" + name, 1)
 
     def stop(self, mode="fast"):
         self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop",
