@@ -49,6 +49,13 @@ const struct config_var config_vars[] = {
     {"MESH_WORKER_EVENTS_COMPRESSION", CONFIG_EVENTS_COMPRESSION,
      "codec of customer.events and the DLQ: none, gzip, snappy, lz4 or "
      "zstd"},
+    {"MESH_WORKER_DELIVERY", "at-least-once",
+     "at-least-once, or exactly-once: the relay publishes in Kafka "
+     "transactions (needs a real broker; consumers read with "
+     "isolation.level=read_committed)"},
+    {"MESH_WORKER_RELAY_TRANSACTIONAL_ID", "<group id>.relay",
+     "exactly-once: the relay's transactional.id, the same on every "
+     "replica"},
     {"MESH_WORKER_HTTP_ADDR", "127.0.0.1:9464",
      "health and metrics listener; empty disables it"},
     {"MESH_WORKER_LOG_LEVEL", "info", "debug, info, warn or error"},
@@ -430,6 +437,58 @@ static int check_topic(const char *var, const char *topic,
     return 0;
 }
 
+/*
+ * MESH_WORKER_DELIVERY and the relay's transactional.id.  The embedded
+ * mock cluster lets transactions succeed but shows aborted ones to
+ * read_committed consumers, so exactly-once needs a real broker.
+ */
+static int load_delivery(struct mw_config *cfg, struct mw_error *err)
+{
+    char *delivery = NULL;
+    int rc = -1;
+
+    if (get_string("MESH_WORKER_DELIVERY", "at-least-once", &delivery,
+                   err) < 0 ||
+        get_string("MESH_WORKER_RELAY_TRANSACTIONAL_ID", NULL,
+                   &cfg->relay_transactional_id, err) < 0)
+        goto done;
+    if (strcmp(delivery, "exactly-once") == 0) {
+        cfg->is_exactly_once = true;
+    } else if (strcmp(delivery, "at-least-once") != 0) {
+        mw_error_set(err, MW_ERR_CONFIG, false,
+                     "invalid value for MESH_WORKER_DELIVERY: \"%s\"",
+                     delivery);
+        mw_error_hint(err, "Use at-least-once or exactly-once.");
+        goto done;
+    }
+    if (cfg->is_exactly_once && cfg->kafka_bootstrap_servers == NULL) {
+        mw_error_set(err, MW_ERR_CONFIG, false,
+                     "MESH_WORKER_DELIVERY=exactly-once needs "
+                     "MESH_WORKER_KAFKA_BOOTSTRAP_SERVERS");
+        mw_error_detail(err, "The embedded Kafka (librdkafka's mock cluster) "
+                             "shows aborted transactions to read_committed "
+                             "consumers.");
+        mw_error_hint(err, "Point MESH_WORKER_KAFKA_BOOTSTRAP_SERVERS at a "
+                           "real broker, or use at-least-once.");
+        goto done;
+    }
+    if (cfg->relay_transactional_id == NULL) {
+        size_t len = strlen(cfg->group_id) + sizeof(".relay");
+
+        cfg->relay_transactional_id = malloc(len);
+        if (cfg->relay_transactional_id == NULL) {
+            mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+            goto done;
+        }
+        snprintf(cfg->relay_transactional_id, len, "%s.relay",
+                 cfg->group_id);
+    }
+    rc = 0;
+done:
+    free(delivery);
+    return rc;
+}
+
 int config_load(struct mw_config *cfg, struct mw_error *err)
 {
     char *level = NULL;
@@ -470,6 +529,8 @@ int config_load(struct mw_config *cfg, struct mw_error *err)
                      "MESH_WORKER_GROUP_ID must not be empty");
         goto done;
     }
+    if (load_delivery(cfg, err) < 0)
+        goto done;
     if (log_parse_level(level, &cfg->log_level) < 0) {
         mw_error_set(err, MW_ERR_CONFIG, false,
                      "invalid value for MESH_WORKER_LOG_LEVEL: \"%s\"", level);
@@ -524,6 +585,7 @@ void config_free(struct mw_config *cfg)
     free(cfg->topic_dlq);
     free(cfg->group_id);
     free(cfg->events_compression);
+    free(cfg->relay_transactional_id);
     free(cfg->http_addr);
     for (size_t i = 0; i < cfg->kafka_props_count; i++) {
         free(cfg->kafka_props[i].var);

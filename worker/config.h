@@ -10,6 +10,7 @@
 #include "error.h"
 #include "log.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,6 +47,8 @@ struct mw_config {
     char *topic_dlq;
     char *group_id;
     char *events_compression; /* compression.codec of the relay */
+    bool is_exactly_once;        /* MESH_WORKER_DELIVERY=exactly-once */
+    char *relay_transactional_id; /* exactly-once: the relay's producer */
     char *http_addr; /* "" disables the HTTP server */
     enum log_level log_level;
     int64_t trial_period_ms;

@@ -34,6 +34,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "relay_txn.h"
 #include "store.h"
 
 #include <pthread.h>
@@ -86,6 +87,7 @@ struct relay {
     const struct mw_config *cfg;
     char *conninfo;
     rd_kafka_t *rk;
+    struct relay_txn *txn; /* MESH_WORKER_DELIVERY=exactly-once, or NULL */
     struct window window;
     pthread_t thread;
     int started;
@@ -283,6 +285,15 @@ struct relay *relay_new(const struct mw_config *cfg, const char *conninfo,
         if (conf == NULL)
             goto fail;
     }
+    if (cfg->is_exactly_once) {
+        /* The transactional relay (relay_txn.c) takes the producer's
+         * configuration over. */
+        r->txn = relay_txn_new(cfg, conninfo, bootstrap, conf, err);
+        conf = NULL;
+        if (r->txn == NULL)
+            goto fail;
+        return r;
+    }
     rd_kafka_conf_set_opaque(conf, r);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     r->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
@@ -416,7 +427,7 @@ static int settle(struct relay *r, struct store *store, struct mw_error *err)
     return 0;
 }
 
-static void maintenance(struct relay *r, struct store *store)
+void relay_maintain(const struct mw_config *cfg, struct store *store)
 {
     struct mw_error err;
     int64_t count, age;
@@ -425,14 +436,13 @@ static void maintenance(struct relay *r, struct store *store)
         atomic_store(&mw_metrics.outbox_backlog, count);
         atomic_store(&mw_metrics.outbox_oldest_age_ms, age);
     }
-    if (store_outbox_purge(store, r->cfg->outbox_retention_ms, &err) < 0)
+    if (store_outbox_purge(store, cfg->outbox_retention_ms, &err) < 0)
         log_warn("relay", "could not purge the outbox",
                  LF_STR("error", err.msg));
 }
 
-static void *relay_main(void *arg)
+static void publish_at_least_once(struct relay *r)
 {
-    struct relay *r = arg;
     struct window *w = &r->window;
     struct store *store = NULL;
     struct mw_arena *arena = arena_new();
@@ -477,7 +487,7 @@ static void *relay_main(void *arg)
             log_info("relay", "this replica now publishes the outbox");
         }
         if (mono_ms() >= next_maintenance) {
-            maintenance(r, store);
+            relay_maintain(r->cfg, store);
             next_maintenance = mono_ms() + MAINTENANCE_EVERY_MS;
         }
         rd_kafka_poll(r->rk, 0);
@@ -528,6 +538,16 @@ static void *relay_main(void *arg)
     rd_kafka_flush(r->rk, 1000);
     store_destroy(store);
     arena_destroy(arena);
+}
+
+static void *relay_main(void *arg)
+{
+    struct relay *r = arg;
+
+    if (r->txn != NULL)
+        relay_txn_run(r->txn, &r->draining, &r->stop_now);
+    else
+        publish_at_least_once(r);
     pthread_mutex_lock(&r->lock);
     atomic_store(&r->finished, 1);
     pthread_cond_broadcast(&r->done);
@@ -576,6 +596,7 @@ void relay_destroy(struct relay *r)
     if (r == NULL)
         return;
     relay_stop(r, 0);
+    relay_txn_destroy(r->txn);
     if (r->rk != NULL) {
         rd_kafka_purge(r->rk, RD_KAFKA_PURGE_F_QUEUE |
                                   RD_KAFKA_PURGE_F_INFLIGHT);

@@ -88,6 +88,9 @@ static void bad_values_are_refused_naming_their_variable(void **state)
         {"MESH_WORKER_SCHEMA_REGISTRY_URL",
          "http://a:s3cret@b,password=x://"},
         {"MESH_WORKER_HTTP_ADDR", "9464"},
+        {"MESH_WORKER_DELIVERY", "twice"},
+        /* Without a bootstrap the embedded mock cluster cannot do it. */
+        {"MESH_WORKER_DELIVERY", "exactly-once"},
     };
 
     (void)state;
@@ -135,6 +138,8 @@ static void good_values_are_read(void **state)
     assert_int_equal(cfg.trial_period_ms, 30000);
     assert_int_equal(cfg.schema_registry_auto_register, 0);
     assert_int_equal(cfg.trial_reminder_ms, 3 * 86400000LL);
+    assert_false(cfg.is_exactly_once);
+    assert_string_equal(cfg.relay_transactional_id, "mesh-worker.relay");
     config_free(&cfg);
     clear_mesh_worker_env();
 }
