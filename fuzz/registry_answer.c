@@ -175,9 +175,17 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 /* The status code of a response, as libcurl would read it, or 0. */
 static long status_of(const uint8_t *data, size_t size)
 {
+    long status = 0;
+
+    /* The input is not NUL-terminated: read the three digits by hand. */
     if (size < 12 || memcmp(data, "HTTP/1.", 7) != 0 || data[8] != ' ')
         return 0;
-    return strtol((const char *)data + 9, NULL, 10);
+    for (size_t i = 9; i < 12; i++) {
+        if (data[i] < '0' || data[i] > '9')
+            return 0;
+        status = status * 10 + (data[i] - '0');
+    }
+    return status;
 }
 
 /* http: the status every request is answered with, or 0 when it varies. */
