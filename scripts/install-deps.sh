@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs everything mesh-worker needs to build, run and test on Debian 12:
-# compilers and -dev packages, the PostgreSQL server binaries (the worker and
+# compilers (clang and its runtime for the libFuzzer targets) and -dev
+# packages, the PostgreSQL server binaries (the worker and
 # the tests start their own private clusters with initdb/pg_ctl, so Debian's
 # default cluster may stay stopped or absent), the Python packages the
 # integration tests import, a JDK with Maven for the real-broker tests
@@ -16,6 +17,8 @@ set -eu
 
 PACKAGES="
 build-essential
+clang
+libclang-rt-14-dev
 cmake
 pkg-config
 librdkafka-dev

@@ -13,6 +13,7 @@
  * 1.11 crashes on some mismatches.
  */
 #include "codec_internal.h"
+#include "schema_check.h"
 
 #include <assert.h>
 #include <inttypes.h>
@@ -331,9 +332,20 @@ static int load_writer(struct codec *codec, struct writer_entry *e, uint32_t id,
                        const char *json, struct mw_error *err)
 {
     avro_schema_t schema;
+    struct mw_error check;
 
     e->id = id;
     e->is_used = true;
+    /* avro-c leaks a schema defining a name twice: refuse it first. */
+    mw_error_clear(&check);
+    if (schema_check_names(json, &check) != 0) {
+        if (check.retriable) {
+            *err = check;
+            return -1;
+        }
+        snprintf(e->reason, sizeof(e->reason), "%.150s", check.msg);
+        return 0;
+    }
     if (avro_schema_from_json_length(json, strlen(json), &schema) != 0) {
         snprintf(e->reason, sizeof(e->reason),
                  "the registry's schema does not parse: %s", avro_strerror());

@@ -613,21 +613,26 @@ static void append(char *out, size_t len, size_t *pos, const char *s, size_t n)
 }
 
 /*
- * Appends s to out with every value after "password=" hidden up to the
- * next character of stops.
+ * Appends the n bytes of s to out with every value after "password="
+ * hidden up to the next character of stops (or the end of the n bytes).
  */
 static void append_hiding_passwords(char *out, size_t len, size_t *pos,
-                                    const char *s, const char *stops)
+                                    const char *s, size_t n,
+                                    const char *stops)
 {
+    static const char key[] = "password=";
+    const char *end = s + n;
     const char *pw;
 
-    while ((pw = strstr(s, "password=")) != NULL) {
-        pw += strlen("password=");
+    while ((pw = memmem(s, (size_t)(end - s), key, strlen(key))) != NULL) {
+        pw += strlen(key);
         append(out, len, pos, s, (size_t)(pw - s));
         append(out, len, pos, "****", 4);
-        s = pw + strcspn(pw, stops);
+        s = pw;
+        while (s < end && strchr(stops, *s) == NULL)
+            s++;
     }
-    append(out, len, pos, s, strlen(s));
+    append(out, len, pos, s, (size_t)(end - s));
 }
 
 void config_redact_url(const char *conninfo, char *out, size_t len)
@@ -641,7 +646,8 @@ void config_redact_url(const char *conninfo, char *out, size_t len)
     out[0] = '\0';
     if (scheme == NULL) {
         /* key=value form */
-        append_hiding_passwords(out, len, &pos, conninfo, " ");
+        append_hiding_passwords(out, len, &pos, conninfo, strlen(conninfo),
+                                " ");
         return;
     }
     /* scheme://user:password@host/db?password=... */
@@ -653,10 +659,12 @@ void config_redact_url(const char *conninfo, char *out, size_t len)
             at != NULL ? memchr(host, ':', (size_t)(at - host)) : NULL;
 
         if (colon != NULL) {
-            append(out, len, &pos, conninfo, (size_t)(colon + 1 - conninfo));
+            /* What precedes the scheme may be key=value text. */
+            append_hiding_passwords(out, len, &pos, conninfo,
+                                    (size_t)(colon + 1 - conninfo), " &");
             append(out, len, &pos, "****", 4);
             rest = at;
         }
     }
-    append_hiding_passwords(out, len, &pos, rest, "&");
+    append_hiding_passwords(out, len, &pos, rest, strlen(rest), "&");
 }

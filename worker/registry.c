@@ -200,18 +200,31 @@ static void sleep_ms(int64_t ms)
         ;
 }
 
-/* One HTTP exchange with one URL.  0 with *status, or -1 (network). */
+/*
+ * One HTTP exchange with one URL.  0 with *status, or -1 (network).
+ *
+ * Each exchange runs on a copy of r->curl, freed afterwards: libcurl
+ * before 8.1.0 (Debian 12 has 7.88) keeps a pointer to the last header
+ * of the previous response on a handle, and an answer whose first header
+ * line is folded (starts with a space) then makes it read freed memory.
+ * The cost is a new connection per request, which the cache makes rare.
+ */
 static int exchange(struct registry *r, const char *url, const char *method,
                     const char *payload, long *status, struct body *b,
                     char *errbuf)
 {
-    CURL *c = r->curl;
+    CURL *c = curl_easy_duphandle(r->curl);
     CURLcode rc;
 
     free(b->buf);
     b->buf = NULL;
     b->len = 0;
+    if (c == NULL) {
+        snprintf(errbuf, CURL_ERROR_SIZE, "out of memory");
+        return -1;
+    }
     errbuf[0] = '\0';
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
     if (payload != NULL) {
@@ -225,9 +238,11 @@ static int exchange(struct registry *r, const char *url, const char *method,
     if (rc != CURLE_OK) {
         if (errbuf[0] == '\0')
             snprintf(errbuf, CURL_ERROR_SIZE, "%s", curl_easy_strerror(rc));
+        curl_easy_cleanup(c);
         return -1;
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    curl_easy_cleanup(c);
     return 0;
 }
 
@@ -245,7 +260,6 @@ static int request(struct registry *r, const char *method, const char *path,
 {
     char errbuf[CURL_ERROR_SIZE], url[2048], shown[1024];
 
-    curl_easy_setopt(r->curl, CURLOPT_ERRORBUFFER, errbuf);
     for (int attempt = 0; attempt < attempts; attempt++) {
         for (size_t k = 0; k < r->url_count; k++) {
             size_t i = (r->url_current + k) % r->url_count;
@@ -267,7 +281,6 @@ static int request(struct registry *r, const char *method, const char *path,
                 continue;
             }
             r->url_current = i;
-            curl_easy_setopt(r->curl, CURLOPT_ERRORBUFFER, NULL);
             return 0;
         }
         if (attempt + 1 < attempts) {
@@ -280,7 +293,6 @@ static int request(struct registry *r, const char *method, const char *path,
             sleep_ms(wait);
         }
     }
-    curl_easy_setopt(r->curl, CURLOPT_ERRORBUFFER, NULL);
     free(b->buf);
     b->buf = NULL;
     b->len = 0;

@@ -33,6 +33,7 @@ enum {
     ID_EVENTS,        /* customer.events.avsc */
     ID_NOT_AVRO,      /* text that is no schema */
     ID_MISSING,       /* without licenses, which has no default */
+    ID_DUPLICATE,     /* a union defining the enum E twice */
     ID_COUNT
 };
 
@@ -160,6 +161,10 @@ static int setup(void **state)
     f->fake.schemas[ID_EVENTS] = strdup(codec_schema_json("customer.events"));
     f->fake.schemas[ID_NOT_AVRO] = strdup("{\"type\": \"nonsense\"}");
     f->fake.schemas[ID_MISSING] = variant(drop_licenses);
+    f->fake.schemas[ID_DUPLICATE] =
+        strdup("[\"null\", {\"type\": \"enum\", \"name\": \"E\", "
+               "\"symbols\": [\"A\"]}, {\"type\": \"enum\", \"name\": "
+               "\"E\", \"symbols\": [\"B\"]}]");
     f->codec = registry_codec(&f->fake, 16, ID_REQUESTS, ID_EVENTS);
     f->plain = codec_new(&err);
     f->arena = arena_new();
@@ -357,6 +362,28 @@ static void a_type_change_is_schema_incompatible_naming_the_field(void **state)
                      CODEC_SCHEMA_INCOMPATIBLE);
 }
 
+/*
+ * avro-c leaks a schema that defines a named type twice on every parse:
+ * the codec refuses it before avro-c sees it, once, and says why.
+ */
+static void a_writer_defining_a_name_twice_is_refused(void **state)
+{
+    struct fixture *f = *state;
+    struct mw_record got;
+    struct mw_error err;
+    unsigned char buf[16];
+    size_t len = frame(ID_DUPLICATE, (const unsigned char *)"\2\0", 2, buf);
+
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(decode(f, buf, len, &got, &err),
+                         CODEC_SCHEMA_INCOMPATIBLE);
+        assert_false(err.retriable);
+        if (strstr(err.msg, "defines the type E twice") == NULL)
+            fail_msg("expected the name in \"%s\"", err.msg);
+    }
+    assert_int_equal(f->fake.fetches[ID_DUPLICATE], 1);
+}
+
 static void unknown_ids_are_poison_and_an_absent_registry_is_not(void **state)
 {
     struct fixture *f = *state;
@@ -549,6 +576,7 @@ int main(void)
         cmocka_unit_test(a_writer_with_an_added_optional_field_decodes),
         cmocka_unit_test(a_writer_without_a_defaulted_field_gets_the_default),
         cmocka_unit_test(a_type_change_is_schema_incompatible_naming_the_field),
+        cmocka_unit_test(a_writer_defining_a_name_twice_is_refused),
         cmocka_unit_test(unknown_ids_are_poison_and_an_absent_registry_is_not),
         cmocka_unit_test(corrupt_bodies_are_walked_with_the_writer_schema),
         cmocka_unit_test(encoding_frames_the_topic_union_and_decodes_back),

@@ -162,6 +162,9 @@ static void passwords_are_redacted_from_any_value(void **state)
         {"host=h password=s3cret password=s3cret",
          "host=h password=**** password=****"},
         {"password=s3cret://", "password=****"},
+        /* key=value text before a URL with user info in a later value */
+        {"password=s3cret host=db application_name=https://u:p@x",
+         "password=**** host=db application_name=https://u:****@x"},
         {"http://h:8081/p@th:x", "http://h:8081/p@th:x"},
         {"://", "://"},
         {"", ""},
