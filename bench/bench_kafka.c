@@ -336,5 +336,5 @@ rd_kafka_t *consumer_new_waiting(const struct bench *b, const char *topic,
 
 rd_kafka_t *consumer_new(const struct bench *b, const char *topic)
 {
-    return consumer_new_waiting(b, topic, "10");
+    return consumer_new_waiting(b, topic, b->is_mock ? "10" : "500");
 }
