@@ -12,11 +12,13 @@
  * a table and writes the same figures as JSON (--json).
  *
  * It runs the real worker binary as child processes.  Kafka is a mock
- * cluster in this process unless MESH_WORKER_KAFKA_BOOTSTRAP_SERVERS names
- * a broker; PostgreSQL is a private cluster in a temporary directory unless
- * MESH_WORKER_DATABASE_URL names a server (a database per phase is created
- * there and dropped afterwards).  Every phase has its own topics, group and
- * database, so phases never see each other's data.
+ * cluster in this process, the tests' real broker (--kafka real, started
+ * and removed here), or the broker MESH_WORKER_KAFKA_BOOTSTRAP_SERVERS
+ * names; PostgreSQL is the worker's embedded cluster in a temporary
+ * directory unless MESH_WORKER_DATABASE_URL names a server (a database
+ * per phase is created there and dropped afterwards).  Every phase has
+ * its own topics, group and database, so phases never see each other's
+ * data.
  *
  * Invariant: a figure is only reported when every outcome arrived; a run
  * that lost or doubled input is void and exits 1.  Nothing here asserts a
