@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 import harness
 from harness import TOPIC_DLQ, TOPIC_EVENTS
-from test_real_crash import build_requests
+from failover_load import build_requests
 
 
 MESSAGES = 12000
