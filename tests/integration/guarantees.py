@@ -82,7 +82,7 @@ def wait_processed(pg, load, timeout=600):
     published (the workers keep published rows: OUTBOX_RETENTION)."""
     distinct = {r["request_id"] for r in load.valid + load.invalid}
     harness.wait_for(
-        lambda: pg.query("SELECT count(*) FROM requests")[0][0] ==
+        lambda: pg.count("SELECT count(*) FROM requests") ==
         len(distinct) and pg.query(
             "SELECT count(*) FROM outbox WHERE published_at IS NULL")[0][0]
         == 0, timeout, "every request to have an outcome", interval=1)

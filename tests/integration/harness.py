@@ -138,6 +138,16 @@ class Postgres:
         conn.autocommit = True
         return conn
 
+    def count(self, sql, *params):
+        """The first column of the first row of a count query, or 0 while
+        the worker has not yet made the tables (its migrations run at
+        start, after the test begins to poll)."""
+        import psycopg2
+        try:
+            return self.query(sql, *params)[0][0]
+        except psycopg2.errors.UndefinedTable:
+            return 0
+
     def query(self, sql, *params):
         conn = self.connect()
         try:

@@ -161,8 +161,8 @@ def test_three_node_cluster_loses_nothing_when_leaders_die(avro_codec):
         feeder = Feeder(cluster.bootstrap, load.messages)
         t0 = time.monotonic()
         feeder.start()
-        harness.wait_for(lambda: pg.query(
-            "SELECT count(*) FROM requests")[0][0] >= TOTAL // 10, 120,
+        harness.wait_for(lambda: pg.count(
+            "SELECT count(*) FROM requests") >= TOTAL // 10, 120,
             "the workers to be busy")
 
         traffic, led = load_per_node(cluster, offsets)
