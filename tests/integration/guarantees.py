@@ -35,13 +35,17 @@ class Load:
         self.duplicates = duplicates
 
 
-def build_requests(avro_codec, total=50000, msps=40, seed=20261125):
-    """total messages in MIX's proportions, keyed by MSP id (msps of them)."""
+def build_requests(avro_codec, total=50000, msps=40, seed=20261125,
+                   trials=0):
+    """total messages in MIX's proportions, keyed by MSP id (msps of them);
+    the first trials valid requests ask for a TRIAL account."""
     count = {kind: n * total // 50000 for kind, n in MIX.items()}
     count["valid"] += total - sum(count.values())
     rnd = random.Random(seed)
     valid = [request(msp_id="msp-%d" % (i % msps))
              for i in range(count["valid"])]
+    for r in valid[:trials]:
+        r["account_type"] = "TRIAL"
     invalid = [request(msp_id="msp-%d" % (i % msps), licenses=0)
                for i in range(count["invalid"])]
     messages = [(r["msp_id"].encode(),

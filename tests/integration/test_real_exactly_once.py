@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 import harness
 from harness import TOPIC_DLQ, TOPIC_EVENTS
-from failover_load import build_requests
+from guarantees import build_requests
 
 
 MESSAGES = 12000
@@ -68,8 +68,7 @@ def test_leader_killed_twenty_times_read_committed_sees_each_event_once(
     pg = harness.Postgres().start()
     started = []
     try:
-        messages, valid, invalid, garbage = build_requests(avro_codec)
-        messages = messages[:MESSAGES]
+        messages = build_requests(avro_codec).messages[:MESSAGES]
         garbage = [m for m in messages if m[2] == "garbage"]
         env = {"MESH_WORKER_DELIVERY": "exactly-once",
                "MESH_WORKER_OUTBOX_RETENTION": "1h",

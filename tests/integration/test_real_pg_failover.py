@@ -16,11 +16,11 @@ import threading
 import time
 import urllib.request
 
+import guarantees
 import harness
 import pg_cluster
 from conftest import Database
 from harness import TOPIC_EVENTS
-from failover_load import build_requests, check_every_guarantee
 
 TOTAL = 10000
 TRIALS = 1000
@@ -50,8 +50,8 @@ def test_primary_crash_and_promotion_lose_and_double_nothing(
 
 def run_failover(pair, real_kafka, avro_codec, workers):
     pair.primary.query("CREATE DATABASE mesh")
-    messages, valid, invalid, garbage = build_requests(avro_codec, TOTAL,
-                                                       trials=TRIALS)
+    load = guarantees.build_requests(avro_codec, TOTAL, trials=TRIALS)
+    messages = load.messages
     ports = [harness.free_port(), harness.free_port()]
     # Trials end 8 s after creation, reminded 4 s before: timers fall
     # due before, during and after the failover.  Published outbox rows
@@ -114,7 +114,7 @@ def run_failover(pair, real_kafka, avro_codec, workers):
         producer.join()
     assert not producing_failed, producing_failed
 
-    distinct = {r["request_id"] for r in valid + invalid}
+    distinct = {r["request_id"] for r in load.valid + load.invalid}
     harness.wait_for(
         lambda: new.query("SELECT count(*) FROM requests")[0][0] ==
         len(distinct) and new.query(
@@ -123,8 +123,7 @@ def run_failover(pair, real_kafka, avro_codec, workers):
                       "NULL")[0][0] == 0, 300,
         "every outcome, every timer fired and the outbox published",
         interval=1)
-    stats = check_every_guarantee(new, real_kafka.bootstrap, valid, invalid,
-                                  garbage)
+    stats = guarantees.check_guarantees(new, real_kafka.bootstrap, load)
 
     # Every timer fired once: two a trial, each fired, each event once
     # in the outbox, the customers converted.
