@@ -72,6 +72,14 @@ int64_t mw_now_ms(void)
            clock_offset_ms();
 }
 
+int64_t mw_monotonic_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* Namespace of every event id and customer id (documented in README). */
 static const char *const ids_namespace = IDS_NAMESPACE;
 

@@ -242,4 +242,11 @@ struct mw_record {
 /* Current time in epoch milliseconds, UTC (honours the test clock). */
 int64_t mw_now_ms(void);
 
+/*
+ * Milliseconds on the monotonic clock, for deadlines and durations: it
+ * never jumps with the wall clock and ignores the test clock.  Its origin
+ * is arbitrary; only differences mean anything.  This function can't fail.
+ */
+int64_t mw_monotonic_ms(void);
+
 #endif
