@@ -10,6 +10,7 @@
 #include "arena.h"
 #include "convert.h"
 #include "kafka.h"
+#include "mw.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -44,23 +45,14 @@ static char *read_all(FILE *f, size_t *len)
 /* A W3C traceparent for a request that starts a trace. */
 static void new_traceparent(char out[56])
 {
-    uuid_t a, b;
-    char hex[33], span[17];
-    static const char digits[] = "0123456789abcdef";
+    uuid_t trace, span;
+    char trace_hex[2 * sizeof(trace) + 1], span_hex[17];
 
-    uuid_generate_random(a);
-    uuid_generate_random(b);
-    for (int i = 0; i < 16; i++) {
-        hex[2 * i] = digits[a[i] >> 4];
-        hex[2 * i + 1] = digits[a[i] & 15];
-    }
-    hex[32] = '\0';
-    for (int i = 0; i < 8; i++) {
-        span[2 * i] = digits[b[i] >> 4];
-        span[2 * i + 1] = digits[b[i] & 15];
-    }
-    span[16] = '\0';
-    snprintf(out, 56, "00-%s-%s-01", hex, span);
+    uuid_generate_random(trace);
+    uuid_generate_random(span);
+    mw_hex_encode(trace, sizeof(trace), trace_hex);
+    mw_hex_encode(span, 8, span_hex);
+    snprintf(out, 56, "00-%s-%s-01", trace_hex, span_hex);
 }
 
 struct producer_ctx {

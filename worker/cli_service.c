@@ -22,7 +22,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 static volatile sig_atomic_t stop_requested;
 
@@ -61,8 +60,7 @@ static struct store *connect_store(const char *conninfo, int64_t limit_ms,
             return store;
         log_warn("cli", "database not reachable yet; retrying",
                  LF_STR("error", err->msg), LF_INT("backoff_ms", backoff));
-        struct timespec ts = {backoff / 1000, (long)(backoff % 1000) * 1000000};
-        nanosleep(&ts, NULL);
+        mw_sleep_ms(backoff);
         backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
     }
 }
@@ -107,8 +105,7 @@ static struct store *connect_migrated(const char *conninfo, int64_t wait_ms,
                          LF_STR("detail", err->detail),
                          LF_INT("wait_ms", deadline - mw_monotonic_ms()));
             is_waiting = true;
-            struct timespec ts = {1, 0};
-            nanosleep(&ts, NULL);
+            mw_sleep_ms(1000);
             continue;
         }
         if (rc == 1 && store_migrate(store, err) == 0)
@@ -118,8 +115,7 @@ static struct store *connect_migrated(const char *conninfo, int64_t wait_ms,
             return NULL;
         log_warn("cli", "could not apply migrations; retrying",
                  LF_STR("error", err->msg));
-        struct timespec ts = {0, 500 * 1000000L};
-        nanosleep(&ts, NULL);
+        mw_sleep_ms(500);
     }
 }
 

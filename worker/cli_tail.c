@@ -39,18 +39,12 @@ static void headers_to_json(const rd_kafka_message_t *rkm, json_t *obj)
 
 static json_t *bytes_to_hex(const void *buf, size_t len)
 {
-    static const char digits[] = "0123456789abcdef";
     char *s = malloc(len * 2 + 1);
-    const unsigned char *p = buf;
     json_t *j;
 
     if (s == NULL)
         return json_null();
-    for (size_t i = 0; i < len; i++) {
-        s[2 * i] = digits[p[i] >> 4];
-        s[2 * i + 1] = digits[p[i] & 15];
-    }
-    s[2 * len] = '\0';
+    mw_hex_encode(buf, len, s);
     j = json_string(s);
     free(s);
     return j;

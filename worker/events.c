@@ -14,6 +14,7 @@
 
 #include "ids.h"
 #include "kafka.h"
+#include "mw.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -29,18 +30,6 @@ static enum mw_installation installation_of(int service)
     default:
         return MW_INSTALL_MX_RECORDS;
     }
-}
-
-/* Writes len bytes as 2 * len lower-case hex digits and a NUL. */
-static void hex(const unsigned char *in, size_t len, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * len] = '\0';
 }
 
 int events_row(struct codec *codec, struct mw_arena *arena,
@@ -159,7 +148,7 @@ int events_rejected_row(struct codec *codec, struct mw_arena *arena,
     item_origin(item, &request_id, &msp_id, &requested_by);
     source = request_id;
     if (item->outcome == STORE_CONFLICT) {
-        hex(item->payload_hash, sizeof(item->payload_hash), hash);
+        mw_hex_encode(item->payload_hash, sizeof(item->payload_hash), hash);
         source = arena_printf(arena, "%s:conflict:%s", request_id, hash);
     }
     if (event_id == NULL || source == NULL) {

@@ -81,6 +81,17 @@ int kafka_headers_add_all(struct kafka_headers_buf *hb,
 rd_kafka_headers_t *kafka_headers_unpack(const void *blob, size_t len);
 
 /*
+ * Produces a copy of key and value (either may be NULL) to topic, with
+ * hdrs (may be NULL), polling rk while librdkafka's queue is full; opaque
+ * goes to the delivery report.  On success hdrs belong to librdkafka, on
+ * failure they are destroyed.  Returns the produce error.
+ */
+rd_kafka_resp_err_t kafka_produce(rd_kafka_t *rk, const char *topic,
+                                  const void *key, size_t key_len,
+                                  const void *value, size_t value_len,
+                                  rd_kafka_headers_t *hdrs, void *opaque);
+
+/*
  * Finds a header's last value in a consumed message.  Returns 0 and sets
  * *value and *len, or -1 when absent.
  */

@@ -14,7 +14,6 @@
 #include <stdatomic.h>
 
 struct relay_txn;
-struct store;
 
 /*
  * Prepares the relay (no connection is made yet).  conf is the relay's
@@ -32,12 +31,6 @@ struct relay_txn *relay_txn_new(const struct mw_config *cfg,
  */
 void relay_txn_run(struct relay_txn *txn, atomic_int *draining,
                    atomic_int *stop_now);
-
-/*
- * Updates the outbox gauges and purges published rows past the retention
- * (relay.c; both modes call it every few seconds).  Logs errors.
- */
-void relay_maintain(const struct mw_config *cfg, struct store *store);
 
 /* Frees; NULL does nothing.  Not while relay_txn_run runs. */
 void relay_txn_destroy(struct relay_txn *txn);

@@ -28,6 +28,7 @@
 #include "events.h"
 #include "log.h"
 #include "metrics.h"
+#include "mw.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -67,28 +68,6 @@ struct round {
     size_t cancelled;
     size_t deferred;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Sleeps ms, in slices, unless a stop is requested. */
-static void sleep_ms(struct scheduler *s, int64_t ms)
-{
-    int64_t deadline = mono_ms() + ms;
-
-    while (!atomic_load(&s->stop) && mono_ms() < deadline) {
-        int64_t left = deadline - mono_ms();
-        int64_t slice = left < WAIT_SLICE_MS ? left : WAIT_SLICE_MS;
-        struct timespec ts = {0, (long)slice * 1000000L};
-
-        nanosleep(&ts, NULL);
-    }
-}
 
 /*
  * One round: claim, encode, write and commit.  Returns 0 with out filled,
@@ -203,10 +182,10 @@ static int64_t next_wait_ms(struct scheduler *s, struct store *store,
 static int sleep_until_due(struct scheduler *s, struct store *store,
                            int64_t wait_ms, struct mw_error *err)
 {
-    int64_t deadline = mono_ms() + wait_ms;
+    int64_t deadline = mw_monotonic_ms() + wait_ms;
 
     while (!atomic_load(&s->stop)) {
-        int64_t left = deadline - mono_ms();
+        int64_t left = deadline - mw_monotonic_ms();
         int rc;
 
         if (left <= 0)
@@ -238,7 +217,7 @@ static void *scheduler_main(void *arg)
                 log_warn("scheduler", "could not connect to PostgreSQL",
                          LF_STR("error", err.msg),
                          LF_STR("detail", err.detail));
-                sleep_ms(s, backoff);
+                mw_sleep_ms_unless(backoff, &s->stop);
                 backoff =
                     backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
                 continue;
@@ -268,7 +247,7 @@ static void *scheduler_main(void *arg)
             store_destroy(store);
             store = NULL;
         }
-        sleep_ms(s, backoff);
+        mw_sleep_ms_unless(backoff, &s->stop);
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
     store_destroy(store);
