@@ -12,7 +12,9 @@
 #include "kafka.h"
 #include "log.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void cli_usage(void)
@@ -63,6 +65,25 @@ bool cli_wants_help(int argc, char **argv)
             return true;
     }
     return false;
+}
+
+int cli_parse_integer(const char *option, const char *text, long long min,
+                      long long max, long long *out)
+{
+    char *end;
+    long long value;
+
+    errno = 0;
+    value = strtoll(text, &end, 10);
+    if (end == text || *end != '\0' || errno == ERANGE || value < min ||
+        value > max) {
+        fprintf(stderr, "mesh-worker: invalid %s \"%s\"\n", option, text);
+        fprintf(stderr, "hint: Use a whole number from %lld to %lld.\n", min,
+                max);
+        return CLI_EXIT_USAGE;
+    }
+    *out = value;
+    return 0;
 }
 
 int cli_fail(const struct mw_error *err)

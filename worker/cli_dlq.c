@@ -13,6 +13,8 @@
 #include "log.h"
 
 #include <getopt.h>
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,7 +80,7 @@ static int replay(int argc, char **argv)
         "enable.idempotence", "true", "partitioner", "murmur2_random", NULL};
     struct mw_config cfg;
     const char *bootstrap = NULL, *reason = NULL;
-    long long from = RD_KAFKA_OFFSET_BEGINNING;
+    long long from = RD_KAFKA_OFFSET_BEGINNING, number;
     long max = -1, replayed = 0;
     int dry_run = 0, opt, rc, eof = 0, partitions;
     rd_kafka_conf_t *cconf, *pconf;
@@ -95,10 +97,14 @@ static int replay(int argc, char **argv)
             reason = optarg;
             break;
         case 'o':
-            from = strtoll(optarg, NULL, 10);
+            if (cli_parse_integer("--from-offset", optarg, 0, INT64_MAX,
+                                  &from) != 0)
+                return CLI_EXIT_USAGE;
             break;
         case 'n':
-            max = strtol(optarg, NULL, 10);
+            if (cli_parse_integer("--max", optarg, 0, LONG_MAX, &number) != 0)
+                return CLI_EXIT_USAGE;
+            max = (long)number;
             break;
         case 'd':
             dry_run = 1;

@@ -28,6 +28,14 @@ int cli_load_config(struct mw_config *cfg);
 /* True when an argument after the command's name asks for its help. */
 bool cli_wants_help(int argc, char **argv);
 
+/*
+ * Reads text, the value of option ("--max"), as a whole decimal number
+ * in [min, max] into *out.  Returns 0, or CLI_EXIT_USAGE after printing
+ * why.
+ */
+int cli_parse_integer(const char *option, const char *text, long long min,
+                      long long max, long long *out);
+
 /* Prints err and returns the exit status it stands for. */
 int cli_fail(const struct mw_error *err);
 
@@ -38,7 +46,7 @@ int cli_fail(const struct mw_error *err);
  * Returns the connection string, or NULL with err.
  */
 const char *cli_database(const struct mw_config *cfg, struct embedded_pg **pg,
-                         struct mw_error *err);
+                         struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * A codec for cfg in *codec and, with MESH_WORKER_SCHEMA_REGISTRY_URL
@@ -50,7 +58,8 @@ const char *cli_database(const struct mw_config *cfg, struct embedded_pg **pg,
  */
 int cli_codec_new(const struct mw_config *cfg, const char *requests_topic,
                   const char *events_topic, struct codec **codec,
-                  struct registry **registry, struct mw_error *err);
+                  struct registry **registry,
+                  struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * cli_load_config for an operator tool that talks to Kafka, and its
@@ -77,7 +86,8 @@ rd_kafka_conf_t *cli_kafka_conf(const struct mw_config *cfg,
  * rd_kafka_new of type with conf, which it takes in every case.  Returns
  * the client, or NULL after printing why.
  */
-rd_kafka_t *cli_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf);
+rd_kafka_t *cli_kafka_new(rd_kafka_type_t type,
+                          rd_kafka_conf_t *conf) MW_MUSTCHECK;
 
 /*
  * Assigns every partition of topic to the consumer rk from offset.

@@ -12,6 +12,7 @@
 
 #include <getopt.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +156,7 @@ int cli_tail(int argc, char **argv)
     struct mw_config cfg;
     struct tail_limits limits = {.max = -1, .timeout_ms = -1};
     const char *bootstrap_opt = NULL, *topic = NULL, *bootstrap;
+    long long number;
     int rc, opt;
     struct codec *codec = NULL;
     struct registry *registry = NULL;
@@ -177,7 +179,9 @@ int cli_tail(int argc, char **argv)
             limits.is_follow = true;
             break;
         case 'n':
-            limits.max = strtol(optarg, NULL, 10);
+            if (cli_parse_integer("--max", optarg, 0, LONG_MAX, &number) != 0)
+                return CLI_EXIT_USAGE;
+            limits.max = (long)number;
             break;
         case 'T':
             if (config_parse_duration(optarg, &limits.timeout_ms) < 0) {

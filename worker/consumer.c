@@ -223,7 +223,7 @@ struct consumer *consumer_new(const struct mw_config *cfg,
     }
     return c;
 oom:
-    mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+    mw_error_no_memory(err);
 fail:
     if (conf != NULL)
         rd_kafka_conf_destroy(conf);
@@ -505,7 +505,7 @@ int consumer_run(struct consumer *c, volatile sig_atomic_t *stop,
         atomic_fetch_add(&mw_metrics.consumed, (long long)n);
         mw_error_clear(&perr);
         if (prepare_msgs(c, n) < 0) {
-            mw_error_set(&perr, MW_ERR_SYSTEM, true, "out of memory");
+            mw_error_no_memory(&perr);
         } else if (process_batch(c->process, c->msgs, n, &stats, &perr) == 0) {
             commit_batch(c, n);
             destroy_batch(c, n);

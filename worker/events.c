@@ -52,7 +52,7 @@ int events_row(struct codec *codec, struct mw_arena *arena,
                                          (ssize_t)strlen(request_id))) ||
         (traceparent && kafka_headers_add(&hb, "traceparent", traceparent,
                                           (ssize_t)strlen(traceparent)))) {
-        mw_error_set(err, MW_ERR_SYSTEM, true, "out of memory");
+        mw_error_no_memory(err);
         return -1;
     }
     row->stream = STORE_STREAM_EVENTS;
@@ -78,7 +78,7 @@ int events_created_row(struct codec *codec, struct mw_arena *arena,
     char *event_id = arena_alloc(arena, IDS_UUID_LEN + 1);
 
     if (event_id == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return -1;
     }
     ids_event_id("CustomerCreated", r->request_id, event_id);
@@ -152,7 +152,7 @@ int events_rejected_row(struct codec *codec, struct mw_arena *arena,
         source = arena_printf(arena, "%s:conflict:%s", request_id, hash);
     }
     if (event_id == NULL || source == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return -1;
     }
     ids_event_id("CustomerRejected", source, event_id);
@@ -239,6 +239,6 @@ int events_timer_row(struct codec *codec, struct mw_arena *arena,
     return events_row(codec, arena, &rec, event_id, t->customer_id, request_id,
                       t->traceparent, row, err);
 oom:
-    mw_error_set(err, MW_ERR_SYSTEM, true, "out of memory");
+    mw_error_no_memory(err);
     return -1;
 }

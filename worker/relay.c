@@ -234,7 +234,7 @@ struct relay *relay_new(const struct mw_config *cfg, const char *conninfo,
     char errstr[512];
 
     if (r == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return NULL;
     }
     pthread_mutex_init(&r->lock, NULL);
@@ -243,7 +243,7 @@ struct relay *relay_new(const struct mw_config *cfg, const char *conninfo,
     r->conninfo = strdup(conninfo);
     if (r->conninfo == NULL ||
         window_init(&r->window, (size_t)cfg->relay_batch_size) < 0) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         goto fail;
     }
     {

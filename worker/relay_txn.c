@@ -144,7 +144,7 @@ struct relay_txn *relay_txn_new(const struct mw_config *cfg,
 
     if (t == NULL) {
         rd_kafka_conf_destroy(conf);
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return NULL;
     }
     t->cfg = cfg;
@@ -157,7 +157,7 @@ struct relay_txn *relay_txn_new(const struct mw_config *cfg,
     t->mark_ids = calloc(cap, sizeof(*t->mark_ids));
     if (t->conninfo == NULL || t->group_id == NULL || t->new_ids == NULL ||
         t->mark_ids == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         goto fail;
     }
     strcpy(t->group_id, cfg->group_id);
@@ -182,7 +182,7 @@ struct relay_txn *relay_txn_new(const struct mw_config *cfg,
         goto fail;
     t->group = rd_kafka_consumer_group_metadata_new(t->group_id);
     if (t->group == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         goto fail;
     }
     return t;
@@ -236,7 +236,7 @@ static int read_position(struct relay_txn *t, struct mw_error *err)
     }
     text = calloc(1, tp->metadata_size + 1);
     if (text == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         goto done;
     }
     if (tp->metadata_size > 0)

@@ -23,7 +23,8 @@ struct relay_txn;
  */
 struct relay_txn *relay_txn_new(const struct mw_config *cfg,
                                 const char *conninfo, const char *bootstrap,
-                                rd_kafka_conf_t *conf, struct mw_error *err);
+                                rd_kafka_conf_t *conf,
+                                struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Publishes until *stop_now, or until *draining and nothing committed is

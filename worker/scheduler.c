@@ -88,7 +88,7 @@ static int fire_round(struct store *store, struct codec *codec,
     rows = arena_alloc(arena, sizeof(*rows) * (count > 0 ? count : 1));
     if (rows == NULL) {
         store_batch_abort(store);
-        mw_error_set(err, MW_ERR_SYSTEM, true, "out of memory");
+        mw_error_no_memory(err);
         return -1;
     }
     for (size_t i = 0; i < count; i++) {
@@ -141,7 +141,7 @@ int64_t scheduler_fire_due(struct store *store, struct codec *codec,
     int64_t fired = 0;
 
     if (arena == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, true, "out of memory");
+        mw_error_no_memory(err);
         return -1;
     }
     if (max == 0)
@@ -261,10 +261,12 @@ struct scheduler *scheduler_new(const struct mw_config *cfg,
 {
     struct scheduler *s = calloc(1, sizeof(*s));
 
-    if (s == NULL || (s->conninfo = strdup(conninfo)) == NULL) {
+    if (s != NULL)
+        s->conninfo = strdup(conninfo);
+    if (s == NULL || s->conninfo == NULL) {
         free(s);
         codec_destroy(codec);
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return NULL;
     }
     s->cfg = cfg;

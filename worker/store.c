@@ -193,9 +193,11 @@ struct store *store_new(const char *conninfo, struct mw_error *err)
 {
     struct store *store = calloc(1, sizeof(*store));
 
-    if (store == NULL || (store->conninfo = strdup(conninfo)) == NULL) {
+    if (store != NULL)
+        store->conninfo = strdup(conninfo);
+    if (store == NULL || store->conninfo == NULL) {
         free(store);
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return NULL;
     }
     store->seed = (unsigned int)time(NULL) ^ (unsigned int)(uintptr_t)store;
@@ -352,7 +354,7 @@ int store_migrate(struct store *store, struct mw_error *err)
     versions = calloc((size_t)applied + 1, sizeof(*versions));
     if (versions == NULL) {
         PQclear(res);
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         goto done;
     }
     for (int i = 0; i < applied; i++)
@@ -440,7 +442,7 @@ int store_schema_check(struct store *store, bool *may_migrate,
         versions = calloc((size_t)applied + 1, sizeof(*versions));
         if (versions == NULL) {
             PQclear(res);
-            mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+            mw_error_no_memory(err);
             return -1;
         }
         for (int i = 0; i < applied; i++)
