@@ -111,7 +111,8 @@ static struct store *connect_migrated(const char *conninfo, int64_t wait_ms,
         if (rc == 1 && store_migrate(store, err) == 0)
             return store;
         store_destroy(store);
-        if (!err->retriable || stop_requested || mw_monotonic_ms() + 500 > deadline)
+        if (!err->retriable || stop_requested ||
+            mw_monotonic_ms() + 500 > deadline)
             return NULL;
         log_warn("cli", "could not apply migrations; retrying",
                  LF_STR("error", err->msg));

@@ -2,9 +2,9 @@
  * Who publishes the outbox: the part of the relay's loop both delivery
  * modes share.  It connects to PostgreSQL (backing off while it cannot),
  * takes the relay's advisory lock or waits while another replica holds
- * it, keeps the readiness gauge and runs the outbox maintenance every few
- * seconds while leading (gauges, purge).  What a leader then publishes, and how, is the
- * caller's (relay.c, relay_txn.c).
+ * it, keeps the readiness gauge and runs the outbox maintenance (gauges,
+ * purge) every few seconds while leading.  What a leader then publishes,
+ * and how, is the caller's (relay.c, relay_txn.c).
  */
 #ifndef MW_RELAY_LEAD_H
 #define MW_RELAY_LEAD_H
