@@ -96,11 +96,9 @@ struct bench {
     bool is_void;
 };
 
-/* ---- bench_util.c: time, output, buffers, child processes ---- */
+/* ---- bench_util.c: time (beside mw.h's clock), output, buffers, child processes ---- */
 
-int64_t now_ns(void);
 double seconds(int64_t ns);
-void sleep_ms(int ms);
 void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* calloc that exits the benchmark when memory runs out. */
 void *xcalloc(size_t n, size_t size);

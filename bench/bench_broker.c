@@ -103,7 +103,7 @@ void broker_stop(struct bench *b)
             b->broker_pid = 0;
             return;
         }
-        sleep_ms(100);
+        mw_sleep_ms(100);
     }
     say("the real broker did not stop within 60 s; terminating it");
     kill(b->broker_pid, SIGTERM);

@@ -202,14 +202,14 @@ static double ceiling_attempt(const char *conninfo, struct slice *slices,
         jobs[i].slices = slices + i * (nslices / conns);
         jobs[i].count = nslices / conns;
     }
-    start = now_ns();
+    start = mw_monotonic_ns();
     for (int i = 0; i < conns; i++)
         pthread_create(&threads[i], NULL, copy_thread, &jobs[i]);
     for (int i = 0; i < conns; i++) {
         pthread_join(threads[i], NULL);
         rc |= jobs[i].rc;
     }
-    elapsed = now_ns() - start;
+    elapsed = mw_monotonic_ns() - start;
     for (int i = 0; i < conns; i++)
         PQfinish(jobs[i].conn);
     return rc == 0 ? (double)n / seconds(elapsed) : -1;
@@ -294,7 +294,7 @@ static int64_t produce_all(struct bench *b, const char *topic,
     rc = produce(rk, topic, "warm-up", 7, payload, len);
     if (rc == 0)
         rc = flush_all(rk);
-    start = now_ns();
+    start = mw_monotonic_ns();
 
     for (long i = 0; i < n && rc == 0; i++) {
         char key[32];
@@ -305,7 +305,7 @@ static int64_t produce_all(struct bench *b, const char *topic,
     if (rc == 0)
         rc = flush_all(rk);
     rd_kafka_destroy(rk);
-    return rc == 0 ? now_ns() - start : -1;
+    return rc == 0 ? mw_monotonic_ns() - start : -1;
 }
 
 /*
@@ -317,22 +317,22 @@ static int64_t produce_all(struct bench *b, const char *topic,
 static int64_t consume_all(struct bench *b, const char *topic, long n)
 {
     rd_kafka_t *rk = consumer_new(b, topic);
-    int64_t start = 0, waited = now_ns(), end;
+    int64_t start = 0, waited = mw_monotonic_ns(), end;
     long got = 0;
 
-    while (got < n && now_ns() - waited < STALL_NS) {
+    while (got < n && mw_monotonic_ns() - waited < STALL_NS) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
 
         if (m == NULL)
             continue;
         if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
             if (got++ == 0)
-                start = now_ns();
-            waited = now_ns();
+                start = mw_monotonic_ns();
+            waited = mw_monotonic_ns();
         }
         rd_kafka_message_destroy(m);
     }
-    end = now_ns();
+    end = mw_monotonic_ns();
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     if (got != n) {

@@ -14,7 +14,7 @@ static void collect_one(struct collector *c, const rd_kafka_message_t *m)
     const void *type = NULL, *id = NULL;
     size_t type_len = 0, id_len = 0;
     long index;
-    int64_t t = now_ns();
+    int64_t t = mw_monotonic_ns();
 
     if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
         rd_kafka_header_get_last(hdrs, "event_type", &type, &type_len) !=
@@ -109,7 +109,7 @@ void collector_stop(struct collector *c)
 int collector_wait(struct collector *c, long want)
 {
     long last = -1;
-    int64_t progress = now_ns();
+    int64_t progress = mw_monotonic_ns();
 
     for (;;) {
         long got = atomic_load(&c->distinct);
@@ -118,12 +118,12 @@ int collector_wait(struct collector *c, long want)
             return 0;
         if (got != last) {
             last = got;
-            progress = now_ns();
-        } else if (now_ns() - progress > STALL_NS) {
+            progress = mw_monotonic_ns();
+        } else if (mw_monotonic_ns() - progress > STALL_NS) {
             say("stalled: %ld of %ld outcomes after %.0f s without progress",
                 got, want, seconds(STALL_NS));
             return -1;
         }
-        sleep_ms(20);
+        mw_sleep_ms(20);
     }
 }

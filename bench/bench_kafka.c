@@ -173,10 +173,10 @@ static bool has_leaders(const rd_kafka_metadata_t *md, int partitions)
 static int topic_wait_ready(struct bench *b, const char *name, int partitions)
 {
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(b->admin, name, NULL);
-    int64_t deadline = now_ns() + 30LL * 1000000000LL;
+    int64_t deadline = mw_monotonic_ns() + 30LL * 1000000000LL;
     bool is_ready = false;
 
-    while (rkt != NULL && !is_ready && now_ns() < deadline) {
+    while (rkt != NULL && !is_ready && mw_monotonic_ns() < deadline) {
         const rd_kafka_metadata_t *md = NULL;
 
         if (rd_kafka_metadata(b->admin, 0, rkt, &md, 5000) ==
@@ -185,7 +185,7 @@ static int topic_wait_ready(struct bench *b, const char *name, int partitions)
             rd_kafka_metadata_destroy(md);
         }
         if (!is_ready)
-            sleep_ms(100);
+            mw_sleep_ms(100);
     }
     if (rkt != NULL)
         rd_kafka_topic_destroy(rkt);

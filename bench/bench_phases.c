@@ -36,13 +36,13 @@ int phase_throughput(struct bench *b, enum phase phase, int replicas,
     }
     worker_env(b, &env, conninfo, &t);
     c = collector_start(b, phase, t.events, "CustomerCreated", n);
-    start = now_ns();
+    start = mw_monotonic_ns();
     if (workers_start(b, &ws, replicas, &env, what) < 0)
         return -1;
     rc = collector_wait(c, n);
     workers_stop(&ws);
     /* Late duplicates would show now. */
-    sleep_ms(500);
+    mw_sleep_ms(500);
     memset(out, 0, sizeof(*out));
     out->outcomes = atomic_load(&c->distinct);
     out->duplicates = atomic_load(&c->duplicates);
@@ -111,7 +111,7 @@ static int latency_send(struct bench *b, const struct topics *t,
         return -1;
     }
     clock_gettime(CLOCK_MONOTONIC, &next);
-    t0 = now_ns();
+    t0 = mw_monotonic_ns();
     for (long i = 1; i < n && rc == 0; i++) {
         if (i % 1000 == 0)
             arena_reset(b->arena);
@@ -127,11 +127,11 @@ static int latency_send(struct bench *b, const struct topics *t,
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) ==
                EINTR)
             ;
-        sent_ns[i] = now_ns();
+        sent_ns[i] = mw_monotonic_ns();
         rc = produce(rk, t->requests, rt.msp_id, strlen(rt.msp_id), value, len);
         out->sent += rc == 0;
     }
-    out->achieved_rate = (double)out->sent / seconds(now_ns() - t0);
+    out->achieved_rate = (double)out->sent / seconds(mw_monotonic_ns() - t0);
     if (rc == 0 && (flush_all(rk) < 0 || collector_wait(c, n) < 0))
         rc = -1;
     rd_kafka_destroy(rk);
@@ -248,7 +248,7 @@ int phase_timers(struct bench *b, struct timers *out)
     /* Then a worker whose clock is past every trial's end. */
     env_set(&env, "MESH_WORKER_CLOCK_OFFSET_MS", "1296000000");
     c = collector_start(b, PHASE_TIMERS, t.events, "TrialConverted", n);
-    start = now_ns();
+    start = mw_monotonic_ns();
     if (workers_start(b, &ws, 1, &env, "timers-fire") < 0)
         return -1;
     rc = collector_wait(c, n);

@@ -17,24 +17,9 @@
 
 extern char **environ;
 
-int64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 double seconds(int64_t ns)
 {
     return (double)ns / 1e9;
-}
-
-void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
 }
 
 void say(const char *fmt, ...)
@@ -90,17 +75,12 @@ void buf_printf(struct buf *b, const char *fmt, ...)
 /* Appends bytes as a bytea literal in COPY text format (\\x...). */
 void buf_bytea(struct buf *b, const void *data, size_t len)
 {
-    static const char digits[] = "0123456789abcdef";
-    const unsigned char *s = data;
-
     buf_reserve(b, 3 + 2 * len);
     b->p[b->len++] = '\\';
     b->p[b->len++] = '\\';
     b->p[b->len++] = 'x';
-    for (size_t i = 0; i < len; i++) {
-        b->p[b->len++] = digits[s[i] >> 4];
-        b->p[b->len++] = digits[s[i] & 15];
-    }
+    mw_hex_encode(data, len, b->p + b->len);
+    b->len += 2 * len;
 }
 
 void read_loadavg(char *out, size_t size)

@@ -58,7 +58,7 @@ static void *sampler_main(void *arg)
             }
             ws->samples[i][ws->nsamples[i]++] = rss;
         }
-        sleep_ms(100);
+        mw_sleep_ms(100);
     }
     return NULL;
 }
@@ -112,7 +112,7 @@ void workers_stop(struct worker_set *ws)
         for (int tries = 0; tries < 300; tries++) {
             if (waitpid(ws->pids[i], &status, WNOHANG) == ws->pids[i])
                 goto reaped;
-            sleep_ms(100);
+            mw_sleep_ms(100);
         }
         kill(ws->pids[i], SIGKILL);
         waitpid(ws->pids[i], &status, 0);

@@ -355,7 +355,7 @@ static void report_head(const struct bench *b, const struct results *r)
                "one node)\n");
     printf("librdkafka %s; machine: %s\n", rd_kafka_version_str(), r->machine);
     printf("load average (1, 5, 15 min): %s at start, %s at end; %.0f s\n\n",
-           r->load_start, r->load_end, seconds(now_ns() - r->started));
+           r->load_start, r->load_end, seconds(mw_monotonic_ns() - r->started));
     printf("| %-44s | %-26s | %-12s | %-3s |\n", "figure", "value", "target",
            "met");
     printf("|%s|%s|%s|%s|\n", "----------------------------------------------",
@@ -529,7 +529,7 @@ int main(int argc, char **argv)
 
     memset(b, 0, sizeof(*b));
     memset(&r, 0, sizeof(r));
-    r.started = now_ns();
+    r.started = mw_monotonic_ns();
     signal(SIGPIPE, SIG_IGN);
     status = setup(b, argc, argv);
     if (status != 0)

@@ -8,12 +8,14 @@
 #ifndef MW_ARENA_H
 #define MW_ARENA_H
 
+#include "error.h"
+
 #include <stddef.h>
 
 struct mw_arena;
 
 /* Returns a new empty arena, or NULL when out of memory. */
-struct mw_arena *arena_new(void);
+struct mw_arena *arena_new(void) MW_MUSTCHECK;
 
 /* Frees the arena and everything allocated from it; NULL does nothing. */
 void arena_destroy(struct mw_arena *arena);

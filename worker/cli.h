@@ -1,6 +1,8 @@
 /*
  * The subcommands of mesh-worker.  Each takes the arguments after its own
- * name and returns the process exit status (see cli_usage and README).
+ * name (argv[0] is the command's name) and returns the process exit
+ * status (see cli_usage and README); none of them exits.  The service is
+ * in cli_service.c, each operator tool in a cli_<command>.c of its own.
  */
 #ifndef MW_CLI_H
 #define MW_CLI_H
@@ -12,8 +14,11 @@ enum cli_exit {
     CLI_EXIT_INPUT = 3,   /* produce: an input that is not a request */
 };
 
+/* The service: the worker, until SIGTERM or SIGINT; the migrations. */
 int cli_run(int argc, char **argv);
 int cli_migrate(int argc, char **argv);
+
+/* The operator tools. */
 int cli_produce(int argc, char **argv);
 int cli_tail(int argc, char **argv);
 int cli_customers(int argc, char **argv);

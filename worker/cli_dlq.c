@@ -6,13 +6,15 @@
  * that a fixed worker or registry can take them again.  Replay keeps no
  * state: --from-offset resumes a partial replay.
  */
-#include "cli.h"
+#include "cli_internal.h"
 
 #include "config.h"
 #include "kafka.h"
 #include "log.h"
 
 #include <getopt.h>
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,17 +71,20 @@ static int replay(int argc, char **argv)
         {"dry-run", no_argument, NULL, 'd'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
+    /* Reads from where it is told, commits nothing, and writes each
+     * message once, partitioned by key as the worker's producers do. */
+    static const char *const consumer_forced[] = {
+        "group.id", "mesh-worker-dlq-replay", "enable.partition.eof", "true",
+        "enable.auto.commit", "false", NULL};
+    static const char *const producer_forced[] = {
+        "enable.idempotence", "true", "partitioner", "murmur2_random", NULL};
     struct mw_config cfg;
-    struct mw_error err;
     const char *bootstrap = NULL, *reason = NULL;
-    long long from = RD_KAFKA_OFFSET_BEGINNING;
+    long long from = RD_KAFKA_OFFSET_BEGINNING, number;
     long max = -1, replayed = 0;
-    int dry_run = 0, opt, rc = CLI_EXIT_OK, eof = 0;
-    rd_kafka_conf_t *cconf = NULL, *pconf = NULL;
+    int dry_run = 0, opt, rc, eof = 0, partitions;
+    rd_kafka_conf_t *cconf, *pconf;
     rd_kafka_t *consumer = NULL, *producer = NULL;
-    rd_kafka_topic_partition_list_t *parts = NULL;
-    const rd_kafka_metadata_t *md = NULL;
-    char errstr[512];
 
     optind = 1;
     while ((opt = getopt_long(argc, argv, "b:r:o:n:dh", options, NULL)) !=
@@ -92,10 +97,14 @@ static int replay(int argc, char **argv)
             reason = optarg;
             break;
         case 'o':
-            from = strtoll(optarg, NULL, 10);
+            if (cli_parse_integer("--from-offset", optarg, 0, INT64_MAX,
+                                  &from) != 0)
+                return CLI_EXIT_USAGE;
             break;
         case 'n':
-            max = strtol(optarg, NULL, 10);
+            if (cli_parse_integer("--max", optarg, 0, LONG_MAX, &number) != 0)
+                return CLI_EXIT_USAGE;
+            max = (long)number;
             break;
         case 'd':
             dry_run = 1;
@@ -107,62 +116,35 @@ static int replay(int argc, char **argv)
             return CLI_EXIT_USAGE;
         }
     }
-    mw_error_clear(&err);
-    if (config_load(&cfg, &err) < 0) {
-        mw_error_print(&err, "mesh-worker: configuration error");
+    rc = cli_load_tool_config(&cfg, bootstrap, &bootstrap);
+    if (rc != 0)
+        return rc;
+    cconf = cli_kafka_conf(&cfg, bootstrap, CONFIG_KAFKA_CONSUMER,
+                           consumer_forced);
+    pconf = cli_kafka_conf(&cfg, bootstrap, CONFIG_KAFKA_PRODUCER,
+                           producer_forced);
+    if (cconf == NULL || pconf == NULL) {
+        if (cconf != NULL)
+            rd_kafka_conf_destroy(cconf);
+        if (pconf != NULL)
+            rd_kafka_conf_destroy(pconf);
         config_free(&cfg);
         return CLI_EXIT_USAGE;
     }
-    log_set_level(cfg.log_level);
-    if (bootstrap == NULL)
-        bootstrap = cfg.kafka_bootstrap_servers;
-    if (bootstrap == NULL) {
-        fprintf(stderr, "mesh-worker: error: MESH_WORKER_KAFKA_BOOTSTRAP_"
-                        "SERVERS is not set\nhint: Use the address "
-                        "\"mesh-worker run\" printed, or --bootstrap.\n");
-        config_free(&cfg);
-        return CLI_EXIT_USAGE;
-    }
-    cconf = kafka_conf_new(&cfg, bootstrap, CONFIG_KAFKA_CONSUMER, NULL, &err);
-    pconf = kafka_conf_new(&cfg, bootstrap, CONFIG_KAFKA_PRODUCER, NULL, &err);
-    if (cconf == NULL || pconf == NULL ||
-        kafka_conf_set(cconf, "group.id", "mesh-worker-dlq-replay", &err) ||
-        kafka_conf_set(cconf, "enable.partition.eof", "true", &err) ||
-        kafka_conf_set(cconf, "enable.auto.commit", "false", &err) ||
-        kafka_conf_set(pconf, "enable.idempotence", "true", &err) ||
-        kafka_conf_set(pconf, "partitioner", "murmur2_random", &err)) {
-        mw_error_print(&err, "mesh-worker: error");
-        rc = CLI_EXIT_USAGE;
+    rc = CLI_EXIT_FAILURE;
+    consumer = cli_kafka_new(RD_KAFKA_CONSUMER, cconf);
+    if (consumer == NULL) {
+        rd_kafka_conf_destroy(pconf);
         goto done;
     }
-    consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cconf, errstr, sizeof(errstr));
-    if (consumer == NULL)
-        goto kafka_failed;
-    cconf = NULL;
-    producer = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, errstr, sizeof(errstr));
+    producer = cli_kafka_new(RD_KAFKA_PRODUCER, pconf);
     if (producer == NULL)
-        goto kafka_failed;
-    pconf = NULL;
-    {
-        rd_kafka_topic_t *rkt = rd_kafka_topic_new(consumer, cfg.topic_dlq,
-                                                   NULL);
-        rd_kafka_resp_err_t kerr = rd_kafka_metadata(consumer, 0, rkt, &md,
-                                                     10000);
-
-        rd_kafka_topic_destroy(rkt);
-        if (kerr || md->topics[0].err) {
-            snprintf(errstr, sizeof(errstr), "%s",
-                     rd_kafka_err2str(kerr ? kerr : md->topics[0].err));
-            goto kafka_failed;
-        }
-    }
-    parts = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
-    for (int i = 0; i < md->topics[0].partition_cnt; i++)
-        rd_kafka_topic_partition_list_add(parts, cfg.topic_dlq,
-                                          md->topics[0].partitions[i].id)
-            ->offset = from;
-    rd_kafka_assign(consumer, parts);
-    while (eof < parts->cnt && (max < 0 || replayed < max)) {
+        goto done;
+    partitions = cli_assign_topic(consumer, cfg.topic_dlq, from);
+    if (partitions < 0)
+        goto done;
+    rc = CLI_EXIT_OK;
+    while (eof < partitions && (max < 0 || replayed < max)) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(consumer, 1000);
         const void *value;
         size_t len;
@@ -220,25 +202,13 @@ static int replay(int argc, char **argv)
     }
     fprintf(stderr, "mesh-worker: %ld message(s) %s\n", replayed,
             dry_run ? "would be replayed" : "replayed");
-    goto done;
-kafka_failed:
-    fprintf(stderr, "mesh-worker: error: %s\n", errstr);
-    rc = CLI_EXIT_FAILURE;
 done:
-    if (parts != NULL)
-        rd_kafka_topic_partition_list_destroy(parts);
-    if (md != NULL)
-        rd_kafka_metadata_destroy(md);
     if (consumer != NULL) {
         rd_kafka_consumer_close(consumer);
         rd_kafka_destroy(consumer);
     }
     if (producer != NULL)
         rd_kafka_destroy(producer);
-    if (cconf != NULL)
-        rd_kafka_conf_destroy(cconf);
-    if (pconf != NULL)
-        rd_kafka_conf_destroy(pconf);
     config_free(&cfg);
     return rc;
 }

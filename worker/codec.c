@@ -469,7 +469,7 @@ struct codec *codec_new(struct mw_error *err)
     struct codec *codec = calloc(1, sizeof(*codec));
 
     if (codec == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return NULL;
     }
     for (int i = 0; i < MW_REC_COUNT; i++) {
@@ -481,7 +481,7 @@ struct codec *codec_new(struct mw_error *err)
     codec->reader = avro_reader_memory("", 0);
     if (codec->scratch == NULL || codec->writer == NULL ||
         codec->reader == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         goto fail;
     }
     codec->scratch_size = SCRATCH_MIN;

@@ -49,7 +49,7 @@ const char *codec_status_name(enum codec_status status);
  * writers and readers.  Returns NULL and fills err if a schema does not
  * parse (a build defect).
  */
-struct codec *codec_new(struct mw_error *err);
+struct codec *codec_new(struct mw_error *err) MW_MUSTCHECK;
 
 /* Frees the codec; NULL does nothing. */
 void codec_destroy(struct codec *codec);
@@ -66,7 +66,7 @@ void codec_destroy(struct codec *codec);
  */
 enum codec_status codec_decode(struct codec *codec, const void *buf, size_t len,
                                struct mw_arena *arena, struct mw_record *rec,
-                               struct mw_error *err);
+                               struct mw_error *err) MW_MUSTCHECK;
 
 /* What a codec_fetch_fn returns when the registry has no such id. */
 #define CODEC_FETCH_NOT_FOUND 1
@@ -105,7 +105,7 @@ struct codec_registry {
  */
 int codec_use_registry(struct codec *codec,
                        const struct codec_registry *registry,
-                       struct mw_error *err);
+                       struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Reads the schema id of a Confluent-framed value into *id.  Returns 0, or
@@ -122,7 +122,7 @@ int codec_confluent_id(const void *buf, size_t len, uint32_t *id);
  */
 int codec_encode(struct codec *codec, const struct mw_record *rec,
                  struct mw_arena *arena, const void **out, size_t *out_len,
-                 struct mw_error *err);
+                 struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Writes the bytes that identify a request's content for idempotency: the
@@ -132,7 +132,7 @@ int codec_encode(struct codec *codec, const struct mw_record *rec,
  */
 int codec_request_identity(struct codec *codec, const struct mw_record *rec,
                            struct mw_arena *arena, const void **out,
-                           size_t *out_len, struct mw_error *err);
+                           size_t *out_len, struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Returns the JSON text of the schema of a record type, of a topic union
@@ -156,6 +156,7 @@ uint64_t codec_crc64_avro(const void *buf, size_t len);
  * malloc'ed string the caller frees.  Returns NULL and fills err on a
  * schema that does not parse.
  */
-char *codec_canonical_form(const char *schema_json, struct mw_error *err);
+char *codec_canonical_form(const char *schema_json,
+                           struct mw_error *err) MW_MUSTCHECK;
 
 #endif

@@ -136,7 +136,7 @@ static json_t *canon_named(struct canon *c, json_t *node, const char *type,
         return NULL;
     out = json_pack("{s:s, s:s}", "name", full, "type", type);
     if (out == NULL)
-        mw_error_set(c->err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(c->err);
     return out;
 }
 
@@ -245,7 +245,7 @@ static json_t *canon_container(struct canon *c, json_t *node, const char *type,
         return NULL;
     out = json_pack("{s:s, s:o}", "type", type, key, canon_child);
     if (out == NULL)
-        mw_error_set(c->err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(c->err);
     return out;
 }
 
@@ -322,7 +322,7 @@ char *codec_canonical_form(const char *schema_json, struct mw_error *err)
     json_t *root = NULL, *canonical = NULL;
     char *text = NULL;
 
-    mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+    mw_error_no_memory(err);
     if (c.defined == NULL)
         goto done;
     root = json_loads(schema_json, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES,

@@ -62,7 +62,7 @@ struct codec {
 enum codec_status codec_read_value(struct codec *codec, const void *body,
                                    size_t len, avro_value_t *value,
                                    enum mw_record_type type,
-                                   struct mw_error *err);
+                                   struct mw_error *err) MW_MUSTCHECK;
 
 /* ---- codec_value.c ---- */
 
@@ -71,7 +71,7 @@ enum codec_status codec_read_value(struct codec *codec, const void *body,
  * -1 with err when a value does not fit the schema.
  */
 int codec_value_put(const struct mw_record *rec, avro_value_t *value,
-                    struct mw_error *err);
+                    struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Fills rec from value, a decoded record of our schema for type; with map
@@ -81,11 +81,10 @@ int codec_value_put(const struct mw_record *rec, avro_value_t *value,
  * Strings come from arena.  Returns CODEC_OK or CODEC_CORRUPT_AVRO with
  * err naming the field.
  */
-enum codec_status codec_value_take(enum mw_record_type type,
-                                   avro_value_t *value, const int *map,
-                                   avro_value_t *defaults,
-                                   struct mw_arena *arena,
-                                   struct mw_record *rec, struct mw_error *err);
+enum codec_status
+codec_value_take(enum mw_record_type type, avro_value_t *value, const int *map,
+                 avro_value_t *defaults, struct mw_arena *arena,
+                 struct mw_record *rec, struct mw_error *err) MW_MUSTCHECK;
 
 /* ---- codec_walk.c ---- */
 
@@ -94,7 +93,7 @@ enum codec_status codec_value_take(enum mw_record_type type,
  * -1 with err saying where and why.
  */
 int codec_walk_value(avro_schema_t schema, const void *buf, size_t len,
-                     struct mw_error *err);
+                     struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Reads the branch index that starts a union value of buf[0..len): sets
@@ -102,7 +101,8 @@ int codec_walk_value(avro_schema_t schema, const void *buf, size_t len,
  * number or not one of branches.
  */
 int codec_walk_branch(const void *buf, size_t len, size_t branches,
-                      size_t *branch, size_t *used, struct mw_error *err);
+                      size_t *branch, size_t *used,
+                      struct mw_error *err) MW_MUSTCHECK;
 
 /* ---- codec_resolve.c ---- */
 
@@ -115,7 +115,7 @@ enum codec_status codec_resolve_decode(struct codec *codec, uint32_t id,
                                        const unsigned char *body, size_t len,
                                        struct mw_arena *arena,
                                        struct mw_record *rec,
-                                       struct mw_error *err);
+                                       struct mw_error *err) MW_MUSTCHECK;
 
 /* Frees the cached writer schemas; a codec without a registry is fine. */
 void codec_resolve_clear(struct codec *codec);

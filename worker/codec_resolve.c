@@ -367,7 +367,7 @@ static int load_writer(struct codec *codec, struct writer_entry *e, uint32_t id,
     e->res = calloc(e->count > 0 ? e->count : 1, sizeof(*e->res));
     if (e->res == NULL) {
         e->count = 0;
-        mw_error_set(err, MW_ERR_SYSTEM, true, "out of memory");
+        mw_error_no_memory(err);
         return -1;
     }
     for (size_t i = 0; i < e->count; i++) {
@@ -683,7 +683,7 @@ int codec_use_registry(struct codec *codec,
     }
     codec->writers = calloc(registry->cache_size, sizeof(*codec->writers));
     if (codec->writers == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return -1;
     }
     codec->registry = *registry;

@@ -308,7 +308,7 @@ static int load_kafka_props(struct mw_config *cfg, struct mw_error *err)
         p->is_secret = from_file || is_secret_property(prop);
         p->client = client;
         if (p->var == NULL || p->name == NULL || p->value == NULL) {
-            mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+            mw_error_no_memory(err);
             return -1;
         }
     }
@@ -477,7 +477,7 @@ static int load_delivery(struct mw_config *cfg, struct mw_error *err)
 
         cfg->relay_transactional_id = malloc(len);
         if (cfg->relay_transactional_id == NULL) {
-            mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+            mw_error_no_memory(err);
             goto done;
         }
         snprintf(cfg->relay_transactional_id, len, "%s.relay",

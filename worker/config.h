@@ -89,7 +89,7 @@ extern const struct config_var config_vars[];
  * variable (code MW_ERR_CONFIG).  On error cfg may be partly filled;
  * config_free() it either way.
  */
-int config_load(struct mw_config *cfg, struct mw_error *err);
+int config_load(struct mw_config *cfg, struct mw_error *err) MW_MUSTCHECK;
 
 /* Frees what config_load allocated.  Can't fail. */
 void config_free(struct mw_config *cfg);

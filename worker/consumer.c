@@ -18,6 +18,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "mw.h"
 #include "store.h"
 
 #include <jansson.h>
@@ -49,14 +50,6 @@ struct consumer {
 static void update_kafka_ready(const struct consumer *c)
 {
     atomic_store(&mw_metrics.kafka_ready, c->joined && c->brokers_up);
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -230,7 +223,7 @@ struct consumer *consumer_new(const struct mw_config *cfg,
     }
     return c;
 oom:
-    mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+    mw_error_no_memory(err);
 fail:
     if (conf != NULL)
         rd_kafka_conf_destroy(conf);
@@ -247,11 +240,11 @@ fail:
  */
 static void leave_group(struct consumer *c)
 {
-    int64_t deadline = mono_ms() + 10000;
+    int64_t deadline = mw_monotonic_ms() + 10000;
 
     if (rd_kafka_unsubscribe(c->rk) != RD_KAFKA_RESP_ERR_NO_ERROR)
         return;
-    while (mono_ms() < deadline) {
+    while (mw_monotonic_ms() < deadline) {
         rd_kafka_topic_partition_list_t *assigned = NULL;
         rd_kafka_message_t *m;
         int count = 0;
@@ -265,7 +258,7 @@ static void leave_group(struct consumer *c)
         m = rd_kafka_consumer_poll(c->rk, 100);
         if (m != NULL)
             rd_kafka_message_destroy(m);
-        if (count == 0 && !c->joined && mono_ms() + 9000 > deadline)
+        if (count == 0 && !c->joined && mw_monotonic_ms() + 9000 > deadline)
             return; /* never joined: nothing to wait for */
     }
 }
@@ -433,7 +426,7 @@ static size_t poll_batch(struct consumer *c)
         rd_kafka_message_t *m;
 
         if (n > 0) {
-            int64_t left = deadline - mono_ms();
+            int64_t left = deadline - mw_monotonic_ms();
 
             timeout = left > 0 ? (int)left : 0;
         }
@@ -461,7 +454,7 @@ static size_t poll_batch(struct consumer *c)
             continue;
         }
         if (n == 0)
-            deadline = mono_ms() + c->cfg->batch_wait_ms;
+            deadline = mw_monotonic_ms() + c->cfg->batch_wait_ms;
         c->batch[n++] = m;
     }
     return n;
@@ -500,7 +493,7 @@ int consumer_run(struct consumer *c, volatile sig_atomic_t *stop,
                     rewind_message(c, m);
                 rd_kafka_message_destroy(m);
             }
-            if (mono_ms() < retry_at)
+            if (mw_monotonic_ms() < retry_at)
                 continue;
             resume_all(c);
             log_info("consumer", "resuming after a failed batch");
@@ -508,16 +501,16 @@ int consumer_run(struct consumer *c, volatile sig_atomic_t *stop,
         n = poll_batch(c);
         if (n == 0)
             continue;
-        started = mono_ms();
+        started = mw_monotonic_ms();
         atomic_fetch_add(&mw_metrics.consumed, (long long)n);
         mw_error_clear(&perr);
         if (prepare_msgs(c, n) < 0) {
-            mw_error_set(&perr, MW_ERR_SYSTEM, true, "out of memory");
+            mw_error_no_memory(&perr);
         } else if (process_batch(c->process, c->msgs, n, &stats, &perr) == 0) {
             commit_batch(c, n);
             destroy_batch(c, n);
             atomic_store(&mw_metrics.db_ready, 1);
-            metrics_observe_latency_us((mono_ms() - started) * 1000);
+            metrics_observe_latency_us((mw_monotonic_ms() - started) * 1000);
             backoff = BACKOFF_MIN_MS;
             log_debug("consumer", "batch committed", LF_INT("messages", n),
                       LF_INT("created", stats.created),
@@ -536,7 +529,7 @@ int consumer_run(struct consumer *c, volatile sig_atomic_t *stop,
                   LF_INT("backoff_ms", backoff));
         hold_batch(c, n);
         destroy_batch(c, n);
-        retry_at = mono_ms() + backoff;
+        retry_at = mw_monotonic_ms() + backoff;
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
     /* Graceful stop: the last batch is done; make its offsets durable. */

@@ -21,7 +21,7 @@ struct consumer;
  */
 struct consumer *consumer_new(const struct mw_config *cfg,
                               const char *bootstrap, struct process *process,
-                              struct mw_error *err);
+                              struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Consumes until *stop becomes non-zero, then finishes the batch in hand,
@@ -30,7 +30,7 @@ struct consumer *consumer_new(const struct mw_config *cfg,
  * ever joined its group: a wrong password stops start-up.
  */
 int consumer_run(struct consumer *consumer, volatile sig_atomic_t *stop,
-                 struct mw_error *err);
+                 struct mw_error *err) MW_MUSTCHECK;
 
 /* Closes the consumer (leaving the group if still in it); NULL is fine. */
 void consumer_destroy(struct consumer *consumer);

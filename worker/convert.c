@@ -194,6 +194,16 @@ static void from_fail(struct from *f, const char *fmt, ...)
     mw_error_set(f->err, MW_ERR_INPUT, false, "%s", msg);
 }
 
+/* Out of memory: not the input's fault (see mw_error_no_memory). */
+static void from_no_memory(struct from *f, const char *name)
+{
+    if (f->failed)
+        return;
+    f->failed = true;
+    mw_error_set(f->err, MW_ERR_SYSTEM, true,
+                 "out of memory reading field \"%s\"", name);
+}
+
 static const char *json_type_name(const json_t *v)
 {
     switch (json_typeof(v)) {
@@ -251,7 +261,7 @@ static const char *copy_json_string(struct from *f, const char *name,
     }
     copy = arena_strndup(f->arena, s, len);
     if (copy == NULL)
-        from_fail(f, "out of memory reading field \"%s\"", name);
+        from_no_memory(f, name);
     return copy;
 }
 
@@ -410,7 +420,7 @@ static const char **from_string_array(struct from *f, const char *name,
     n = json_array_size(v);
     items = arena_alloc(f->arena, (n > 0 ? n : 1) * sizeof(*items));
     if (items == NULL) {
-        from_fail(f, "out of memory reading field \"%s\"", name);
+        from_no_memory(f, name);
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
@@ -442,7 +452,7 @@ static const char *from_id_or_string(struct from *f,
     uuid_unparse_lower(id, text);
     copy = arena_strdup(f->arena, text);
     if (copy == NULL)
-        from_fail(f, "out of memory reading field \"%s\"", field->name);
+        from_no_memory(f, field->name);
     return copy;
 }
 

@@ -23,7 +23,8 @@
  * unknown enum symbol.  Strings are allocated from arena.
  */
 int convert_record_from_json(const json_t *obj, struct mw_arena *arena,
-                             struct mw_record *rec, struct mw_error *err);
+                             struct mw_record *rec,
+                             struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Returns a new JSON object for any record, with "type" set to the record

@@ -47,7 +47,7 @@ struct embedded_kafka *embedded_kafka_start(const struct mw_config *cfg,
 
     if (ek == NULL) {
         rd_kafka_conf_destroy(conf);
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return NULL;
     }
     /* The mock cluster needs a client handle for its logging only. */
@@ -343,7 +343,7 @@ struct embedded_pg *embedded_pg_start(const char *data_dir,
     struct stat st;
 
     if (pg == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return NULL;
     }
     if (find_bindir(pg->bindir, sizeof(pg->bindir)) < 0) {

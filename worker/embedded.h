@@ -20,7 +20,7 @@ struct embedded_pg;
  * NULL with err on failure.
  */
 struct embedded_kafka *embedded_kafka_start(const struct mw_config *cfg,
-                                            struct mw_error *err);
+                                            struct mw_error *err) MW_MUSTCHECK;
 
 /* The bootstrap address other clients use ("127.0.0.1:PORT"). */
 const char *embedded_kafka_bootstraps(const struct embedded_kafka *ek);
@@ -36,7 +36,7 @@ void embedded_kafka_stop(struct embedded_kafka *ek);
  * log file).
  */
 struct embedded_pg *embedded_pg_start(const char *data_dir,
-                                      struct mw_error *err);
+                                      struct mw_error *err) MW_MUSTCHECK;
 
 /* A libpq connection string for the private cluster. */
 const char *embedded_pg_conninfo(const struct embedded_pg *pg);

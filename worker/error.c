@@ -46,6 +46,11 @@ void mw_error_hint(struct mw_error *err, const char *fmt, ...)
     va_end(ap);
 }
 
+void mw_error_no_memory(struct mw_error *err)
+{
+    mw_error_set(err, MW_ERR_SYSTEM, true, "out of memory");
+}
+
 void mw_error_clear(struct mw_error *err)
 {
     memset(err, 0, sizeof(*err));

@@ -12,6 +12,13 @@
 
 #include <stdbool.h>
 
+/*
+ * MW_MUSTCHECK marks a function whose result must be read: every function
+ * that can fail (it fills a struct mw_error) and every constructor whose
+ * result the caller must destroy.  A function that can't fail, or whose
+ * result only adds information (registry_error_from_response), is not
+ * marked.
+ */
 #if defined(__GNUC__)
 #define MW_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #define MW_MUSTCHECK __attribute__((warn_unused_result))
@@ -50,6 +57,19 @@ void mw_error_detail(struct mw_error *err, const char *fmt, ...)
 
 /* Sets the hint line of an error already set. */
 void mw_error_hint(struct mw_error *err, const char *fmt, ...) MW_PRINTF(2, 3);
+
+/*
+ * Out of memory is retriable, wherever it happens: the work that ran out
+ * (a batch, a relay or timer round, a schema lookup) keeps nothing of
+ * what it did and is tried again after a pause, so nothing is lost.
+ * Were it permanent, a message that only met a full heap would be
+ * dead-lettered or rejected, a writer's schema cached as unusable, and
+ * the scheduler would drop its connection: for a state of this process,
+ * not a fault of the input.  At start-up it makes no difference; the
+ * command stops either way.  Sets MW_ERR_SYSTEM, retriable, "out of
+ * memory"; a site with more to say uses mw_error_set with retriable true.
+ */
+void mw_error_no_memory(struct mw_error *err);
 
 /* Clears the error. */
 void mw_error_clear(struct mw_error *err);

@@ -14,6 +14,7 @@
 
 #include "ids.h"
 #include "kafka.h"
+#include "mw.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -29,18 +30,6 @@ static enum mw_installation installation_of(int service)
     default:
         return MW_INSTALL_MX_RECORDS;
     }
-}
-
-/* Writes len bytes as 2 * len lower-case hex digits and a NUL. */
-static void hex(const unsigned char *in, size_t len, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * len] = '\0';
 }
 
 int events_row(struct codec *codec, struct mw_arena *arena,
@@ -63,7 +52,7 @@ int events_row(struct codec *codec, struct mw_arena *arena,
                                          (ssize_t)strlen(request_id))) ||
         (traceparent && kafka_headers_add(&hb, "traceparent", traceparent,
                                           (ssize_t)strlen(traceparent)))) {
-        mw_error_set(err, MW_ERR_SYSTEM, true, "out of memory");
+        mw_error_no_memory(err);
         return -1;
     }
     row->stream = STORE_STREAM_EVENTS;
@@ -89,7 +78,7 @@ int events_created_row(struct codec *codec, struct mw_arena *arena,
     char *event_id = arena_alloc(arena, IDS_UUID_LEN + 1);
 
     if (event_id == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return -1;
     }
     ids_event_id("CustomerCreated", r->request_id, event_id);
@@ -159,11 +148,11 @@ int events_rejected_row(struct codec *codec, struct mw_arena *arena,
     item_origin(item, &request_id, &msp_id, &requested_by);
     source = request_id;
     if (item->outcome == STORE_CONFLICT) {
-        hex(item->payload_hash, sizeof(item->payload_hash), hash);
+        mw_hex_encode(item->payload_hash, sizeof(item->payload_hash), hash);
         source = arena_printf(arena, "%s:conflict:%s", request_id, hash);
     }
     if (event_id == NULL || source == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return -1;
     }
     ids_event_id("CustomerRejected", source, event_id);
@@ -250,6 +239,6 @@ int events_timer_row(struct codec *codec, struct mw_arena *arena,
     return events_row(codec, arena, &rec, event_id, t->customer_id, request_id,
                       t->traceparent, row, err);
 oom:
-    mw_error_set(err, MW_ERR_SYSTEM, true, "out of memory");
+    mw_error_no_memory(err);
     return -1;
 }

@@ -24,12 +24,13 @@
 int events_row(struct codec *codec, struct mw_arena *arena,
                const struct mw_record *rec, const char *event_id,
                const char *key, const char *request_id, const char *traceparent,
-               struct store_outbox_row *row, struct mw_error *err);
+               struct store_outbox_row *row, struct mw_error *err) MW_MUSTCHECK;
 
 /* The CustomerCreated of a request item the claim made STORE_CREATED. */
 int events_created_row(struct codec *codec, struct mw_arena *arena,
                        const struct store_item *item,
-                       struct store_outbox_row *row, struct mw_error *err);
+                       struct store_outbox_row *row,
+                       struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * The CustomerRejected of a request or termination item, with the errors
@@ -40,7 +41,8 @@ int events_created_row(struct codec *codec, struct mw_arena *arena,
 int events_rejected_row(struct codec *codec, struct mw_arena *arena,
                         const struct store_item *item,
                         const struct mw_rejection *rej,
-                        struct store_outbox_row *row, struct mw_error *err);
+                        struct store_outbox_row *row,
+                        struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * The event of a timer store_timers_claim returned FIRED, keyed by its
@@ -50,6 +52,7 @@ int events_rejected_row(struct codec *codec, struct mw_arena *arena,
  */
 int events_timer_row(struct codec *codec, struct mw_arena *arena,
                      const struct store_timer *timer, int64_t now_ms,
-                     struct store_outbox_row *row, struct mw_error *err);
+                     struct store_outbox_row *row,
+                     struct mw_error *err) MW_MUSTCHECK;
 
 #endif

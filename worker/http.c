@@ -241,7 +241,7 @@ struct http *http_start(const char *addr, struct mw_error *err)
     int rc;
 
     if (h == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return NULL;
     }
     if (colon == NULL || (size_t)(colon - addr) >= sizeof(host)) {

@@ -16,7 +16,7 @@ struct http;
  * with err (MW_ERR_CONFIG naming MESH_WORKER_HTTP_ADDR) when the address
  * does not resolve or cannot be bound.
  */
-struct http *http_start(const char *addr, struct mw_error *err);
+struct http *http_start(const char *addr, struct mw_error *err) MW_MUSTCHECK;
 
 /* The port actually bound. */
 int http_port(const struct http *http);

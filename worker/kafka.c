@@ -484,6 +484,30 @@ int kafka_headers_add_all(struct kafka_headers_buf *hb,
     return 0;
 }
 
+rd_kafka_resp_err_t kafka_produce(rd_kafka_t *rk, const char *topic,
+                                  const void *key, size_t key_len,
+                                  const void *value, size_t value_len,
+                                  rd_kafka_headers_t *hdrs, void *opaque)
+{
+    rd_kafka_resp_err_t kerr;
+
+    for (;;) {
+        kerr = rd_kafka_producev(
+            rk, RD_KAFKA_V_TOPIC(topic),
+            RD_KAFKA_V_KEY((void *)key, (key != NULL ? key_len : 0)),
+            RD_KAFKA_V_VALUE((void *)value, (value != NULL ? value_len : 0)),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
+            RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+        if (kerr != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            break;
+        rd_kafka_poll(rk, 10);
+    }
+    /* Headers are only taken on success. */
+    if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR && hdrs != NULL)
+        rd_kafka_headers_destroy(hdrs);
+    return kerr;
+}
+
 rd_kafka_headers_t *kafka_headers_unpack(const void *blob, size_t len)
 {
     const unsigned char *p = blob, *end = p + len;

@@ -27,7 +27,7 @@ rd_kafka_conf_t *kafka_conf_new(const struct mw_config *cfg,
                                 const char *bootstrap,
                                 enum config_kafka_client client,
                                 const char *const *defaults,
-                                struct mw_error *err);
+                                struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Checks every MESH_WORKER_KAFKA_* variable: librdkafka knows the
@@ -36,7 +36,8 @@ rd_kafka_conf_t *kafka_conf_new(const struct mw_config *cfg,
  * guarantees depend on keeps the worker's value (the README lists them).
  * Returns 0, or -1 with err (MW_ERR_CONFIG) naming the variable.
  */
-int kafka_check_properties(const struct mw_config *cfg, struct mw_error *err);
+int kafka_check_properties(const struct mw_config *cfg,
+                           struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * librdkafka's log callback: writes its lines through log.c as JSON with
@@ -49,7 +50,7 @@ void kafka_log(const rd_kafka_t *rk, int level, const char *facility,
  * Sets one property; returns 0, or -1 with err filled (MW_ERR_CONFIG).
  */
 int kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
-                   struct mw_error *err);
+                   struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Header blobs: for each header, a 2-byte big-endian name length, the
@@ -79,6 +80,17 @@ int kafka_headers_add_all(struct kafka_headers_buf *hb,
  * or malformed).  The caller owns them (or hands them to producev).
  */
 rd_kafka_headers_t *kafka_headers_unpack(const void *blob, size_t len);
+
+/*
+ * Produces a copy of key and value (either may be NULL) to topic, with
+ * hdrs (may be NULL), polling rk while librdkafka's queue is full; opaque
+ * goes to the delivery report.  On success hdrs belong to librdkafka, on
+ * failure they are destroyed.  Returns the produce error.
+ */
+rd_kafka_resp_err_t kafka_produce(rd_kafka_t *rk, const char *topic,
+                                  const void *key, size_t key_len,
+                                  const void *value, size_t value_len,
+                                  rd_kafka_headers_t *hdrs, void *opaque);
 
 /*
  * Finds a header's last value in a consumed message.  Returns 0 and sets

@@ -1,6 +1,6 @@
 /*
  * mesh-worker: provisions MSP customers from Kafka requests, exactly once.
- * Dispatches to the subcommands in cli.c; only main exits.
+ * Dispatches to the subcommands (cli.h); only main exits.
  */
 #include "cli.h"
 

@@ -1,8 +1,8 @@
 /*
  * Shared tables and helpers of the domain model: enum symbol names, the
- * clock and deterministic identifiers.  Everything here is pure but the
- * clock, which reads MESH_WORKER_CLOCK_OFFSET once so that tests can move
- * time forward without another code path.
+ * clocks, hex text and deterministic identifiers.  Everything here is
+ * pure but the clocks; the wall clock reads MESH_WORKER_CLOCK_OFFSET once
+ * so that tests can move time forward without another code path.
  */
 #include "mw.h"
 #include "ids.h"
@@ -70,6 +70,55 @@ int64_t mw_now_ms(void)
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 +
            clock_offset_ms();
+}
+
+int64_t mw_monotonic_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t mw_monotonic_ms(void)
+{
+    return mw_monotonic_ns() / 1000000;
+}
+
+void mw_sleep_ms(int64_t ms)
+{
+    struct timespec ts;
+
+    if (ms <= 0)
+        return;
+    ts.tv_sec = (time_t)(ms / 1000);
+    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+    nanosleep(&ts, NULL);
+}
+
+void mw_sleep_ms_unless(int64_t ms, atomic_int *stop)
+{
+    int64_t deadline = mw_monotonic_ms() + ms;
+
+    while (!atomic_load(stop)) {
+        int64_t left = deadline - mw_monotonic_ms();
+
+        if (left <= 0)
+            return;
+        mw_sleep_ms(left < MW_SLEEP_SLICE_MS ? left : MW_SLEEP_SLICE_MS);
+    }
+}
+
+void mw_hex_encode(const void *buf, size_t len, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    const unsigned char *in = buf;
+
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * len] = '\0';
 }
 
 /* Namespace of every event id and customer id (documented in README). */

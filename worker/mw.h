@@ -9,6 +9,7 @@
 #ifndef MW_H
 #define MW_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -241,5 +242,29 @@ struct mw_record {
 
 /* Current time in epoch milliseconds, UTC (honours the test clock). */
 int64_t mw_now_ms(void);
+
+/*
+ * The monotonic clock, for deadlines and durations: it never jumps with
+ * the wall clock and ignores the test clock.  Its origin is arbitrary;
+ * only differences mean anything.  These functions can't fail.
+ */
+int64_t mw_monotonic_ns(void);
+int64_t mw_monotonic_ms(void);
+
+/* Sleeps ms milliseconds, or less when a signal arrives.  Can't fail. */
+void mw_sleep_ms(int64_t ms);
+
+/*
+ * Sleeps ms milliseconds in slices of at most MW_SLEEP_SLICE_MS, returning
+ * early once *stop is set (by another thread).  Can't fail.
+ */
+#define MW_SLEEP_SLICE_MS 100
+void mw_sleep_ms_unless(int64_t ms, atomic_int *stop);
+
+/*
+ * Writes len bytes of buf as 2 * len lower-case hex digits and a NUL to
+ * out, which holds 2 * len + 1 bytes.  This function can't fail.
+ */
+void mw_hex_encode(const void *buf, size_t len, char *out);
 
 #endif

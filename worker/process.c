@@ -43,9 +43,11 @@ struct process *process_new(const struct mw_config *cfg, struct codec *codec,
 {
     struct process *p = calloc(1, sizeof(*p));
 
-    if (p == NULL || (p->arena = arena_new()) == NULL) {
+    if (p != NULL)
+        p->arena = arena_new();
+    if (p == NULL || p->arena == NULL) {
         free(p);
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return NULL;
     }
     p->cfg = cfg;
@@ -135,7 +137,7 @@ static int dlq_row(struct process *p, const struct process_msg *m,
     ADD("dlq.consumer.group", group);
 #undef ADD
     if (rc < 0) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return -1;
     }
     /* A deterministic id per consumed position: a batch re-read after a
@@ -146,7 +148,7 @@ static int dlq_row(struct process *p, const struct process_msg *m,
                                     (int)m->partition, (long long)m->offset);
 
         if (id == NULL || source == NULL) {
-            mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+            mw_error_no_memory(err);
             return -1;
         }
         ids_event_id("DeadLetter", source, id);
@@ -214,7 +216,7 @@ static int decode(struct process *p, const struct process_msg *m,
              LF_INT("offset", m->offset), LF_STR("reason", *dlq_reason),
              LF_STR("error", derr.msg));
     if (*dlq_error == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return -1;
     }
     return 0;
@@ -253,7 +255,7 @@ static int prepare_termination(struct process *p, struct mw_record *rec,
     }
     return hash_identity(p, rec, item, err);
 oom:
-    mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+    mw_error_no_memory(err);
     return -1;
 }
 
@@ -292,7 +294,7 @@ static int prepare_request(struct process *p, struct mw_record *rec,
     }
     return 0;
 oom:
-    mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+    mw_error_no_memory(err);
     return -1;
 }
 
@@ -401,7 +403,7 @@ int process_batch(struct process *p, const struct process_msg *msgs,
     if (count == 0)
         return 0;
     if (grow(p, count) < 0) {
-        mw_error_set(err, MW_ERR_SYSTEM, true, "out of memory");
+        mw_error_no_memory(err);
         return -1;
     }
     arena_reset(p->arena);

@@ -47,7 +47,8 @@ struct process_stats {
  * only from the calling thread), or NULL with err.
  */
 struct process *process_new(const struct mw_config *cfg, struct codec *codec,
-                            struct store *store, struct mw_error *err);
+                            struct store *store,
+                            struct mw_error *err) MW_MUSTCHECK;
 
 /* Frees the processor; NULL does nothing. */
 void process_destroy(struct process *process);
@@ -60,6 +61,6 @@ void process_destroy(struct process *process);
  */
 int process_batch(struct process *process, const struct process_msg *msgs,
                   size_t count, struct process_stats *stats,
-                  struct mw_error *err);
+                  struct mw_error *err) MW_MUSTCHECK;
 
 #endif

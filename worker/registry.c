@@ -330,7 +330,7 @@ static int parse_urls(struct registry *r, const char *list,
         }
         r->urls[r->url_count] = strndup(start, len);
         if (r->urls[r->url_count] == NULL) {
-            mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+            mw_error_no_memory(err);
             return -1;
         }
         r->url_count++;
@@ -364,7 +364,7 @@ static int set_options(struct registry *r, struct mw_error *err)
         memset(bearer, 0, sizeof(bearer));
     }
     if (r->headers == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return -1;
     }
     rc |= (int)curl_easy_setopt(c, CURLOPT_HTTPHEADER, r->headers);
@@ -405,7 +405,7 @@ struct registry *registry_new(const struct mw_config *cfg, struct mw_error *err)
     struct registry *r = calloc(1, sizeof(*r));
 
     if (r == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return NULL;
     }
     r->cfg = cfg;
@@ -415,8 +415,9 @@ struct registry *registry_new(const struct mw_config *cfg, struct mw_error *err)
         goto fail;
     r->cache_size = (size_t)cfg->schema_registry_cache_size;
     r->cache = calloc(r->cache_size, sizeof(*r->cache));
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || r->cache == NULL ||
-        (r->curl = curl_easy_init()) == NULL) {
+    if (r->cache != NULL && curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK)
+        r->curl = curl_easy_init();
+    if (r->curl == NULL) {
         mw_error_set(err, MW_ERR_SYSTEM, false,
                      "could not prepare the Schema Registry client");
         goto fail;
@@ -494,7 +495,7 @@ static int fetch_locked(struct registry *r, uint32_t id, char **json,
     if (cached != NULL) {
         *json = strdup(cached);
         if (*json == NULL) {
-            mw_error_set(err, MW_ERR_SYSTEM, true, "out of memory");
+            mw_error_no_memory(err);
             return -1;
         }
         return 0;
@@ -588,7 +589,7 @@ static int subject_locked(struct registry *r, const char *subject,
 
     json_decref(doc);
     if (escaped == NULL || payload == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         goto done;
     }
     snprintf(path, sizeof(path),

@@ -33,7 +33,7 @@ struct registry;
  * is borrowed and must outlive it), or NULL with err.  Makes no request.
  */
 struct registry *registry_new(const struct mw_config *cfg,
-                              struct mw_error *err);
+                              struct mw_error *err) MW_MUSTCHECK;
 
 /* Frees the client; NULL does nothing. */
 void registry_destroy(struct registry *registry);
@@ -47,7 +47,7 @@ void registry_destroy(struct registry *registry);
  * answered 5xx or 429 after every retry.
  */
 int registry_fetch_schema(void *ctx, uint32_t id, char **json,
-                          struct mw_error *err);
+                          struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * The registry id of schema_json under subject "<topic>-value"
@@ -60,7 +60,7 @@ int registry_fetch_schema(void *ctx, uint32_t id, char **json,
  */
 int registry_subject_id(struct registry *registry, const char *topic,
                         const char *schema_json, int64_t *id,
-                        struct mw_error *err);
+                        struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Fills err from a registry's answer other than 2xx: HTTP status and the

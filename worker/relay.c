@@ -34,6 +34,8 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "mw.h"
+#include "relay_lead.h"
 #include "relay_txn.h"
 #include "store.h"
 
@@ -46,8 +48,6 @@
 #define IDLE_WAIT_MS 500
 #define FLIGHT_WAIT_MS 10 /* longest wait with rows in flight */
 #define SETTLE_POLL_MS 50
-#define FOLLOWER_WAIT_MS 1000
-#define MAINTENANCE_EVERY_MS 5000
 #define DENIED_WAIT_MS 1000 /* between rounds while an ACL is missing */
 
 /* Where a produced row stands; its slot is free again once settled. */
@@ -97,14 +97,6 @@ struct relay {
     pthread_mutex_t lock;
     pthread_cond_t done;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Allocates a window of cap free slots.  Returns 0, or -1 out of memory. */
 static int window_init(struct window *w, size_t cap)
@@ -242,7 +234,7 @@ struct relay *relay_new(const struct mw_config *cfg, const char *conninfo,
     char errstr[512];
 
     if (r == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return NULL;
     }
     pthread_mutex_init(&r->lock, NULL);
@@ -251,7 +243,7 @@ struct relay *relay_new(const struct mw_config *cfg, const char *conninfo,
     r->conninfo = strdup(conninfo);
     if (r->conninfo == NULL ||
         window_init(&r->window, (size_t)cfg->relay_batch_size) < 0) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         goto fail;
     }
     {
@@ -325,22 +317,9 @@ static void produce_row(struct relay *r, const struct store_outbox_msg *m)
     f->id = m->id;
     f->state = FLIGHT_SENT;
     w->sent_count++;
-    for (;;) {
-        kerr = rd_kafka_producev(
-            r->rk, RD_KAFKA_V_TOPIC(topic),
-            RD_KAFKA_V_KEY(m->key, m->key ? m->key_len : 0),
-            RD_KAFKA_V_VALUE((void *)m->payload,
-                             m->payload ? m->payload_len : 0),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
-            RD_KAFKA_V_OPAQUE(f), RD_KAFKA_V_END);
-        if (kerr != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            break;
-        rd_kafka_poll(r->rk, 10);
-    }
+    kerr = kafka_produce(r->rk, topic, m->key, m->key_len, m->payload,
+                         m->payload_len, hdrs, f);
     if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        /* Headers are only taken on success. */
-        if (hdrs != NULL)
-            rd_kafka_headers_destroy(hdrs);
         w->sent_count--;
         f->state = FLIGHT_FAILED;
         w->is_failed = true;
@@ -427,72 +406,38 @@ static int settle(struct relay *r, struct store *store, struct mw_error *err)
     return 0;
 }
 
-void relay_maintain(const struct mw_config *cfg, struct store *store)
-{
-    struct mw_error err;
-    int64_t count, age;
-
-    if (store_outbox_backlog(store, &count, &age, &err) == 0) {
-        atomic_store(&mw_metrics.outbox_backlog, count);
-        atomic_store(&mw_metrics.outbox_oldest_age_ms, age);
-    }
-    if (store_outbox_purge(store, cfg->outbox_retention_ms, &err) < 0)
-        log_warn("relay", "could not purge the outbox",
-                 LF_STR("error", err.msg));
-}
-
 static void publish_at_least_once(struct relay *r)
 {
     struct window *w = &r->window;
-    struct store *store = NULL;
+    struct relay_lead lead;
     struct mw_arena *arena = arena_new();
     size_t cap = w->cap;
-    int64_t next_maintenance = 0, backoff = 100, fetched_at = 0;
-    bool leader = false, is_due = true;
+    int64_t fetched_at = 0;
+    bool is_due = true;
     struct mw_error err;
 
+    relay_lead_init(&lead, r->cfg, r->conninfo, &r->draining, &r->stop_now);
     while (!atomic_load(&r->stop_now)) {
         struct store_outbox_msg *msgs;
         size_t count, fresh, left;
         bool is_fetched;
         int wait_ms, notified;
 
-        if (store == NULL) {
-            store = store_new(r->conninfo, &err);
-            if (store == NULL) {
-                atomic_store(&mw_metrics.db_ready, 0);
-                if (atomic_load(&r->draining))
-                    break;
-                log_warn("relay", "could not connect to PostgreSQL",
-                         LF_STR("error", err.msg));
-                struct timespec ts = {0, (long)backoff * 1000000};
-                nanosleep(&ts, NULL);
-                backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
-                continue;
-            }
-            backoff = 100;
-            leader = false;
-        }
-        if (!leader) {
-            if (store_relay_lead(store, &leader, &err) < 0)
-                goto db_error;
-            atomic_store(&mw_metrics.db_ready, 1);
-            if (!leader) {
-                if (atomic_load(&r->draining))
-                    break;
-                struct timespec ts = {FOLLOWER_WAIT_MS / 1000, 0};
-                nanosleep(&ts, NULL);
-                continue;
-            }
+        switch (relay_lead_step(&lead)) {
+        case RELAY_LEAD_STOP:
+            goto stop;
+        case RELAY_LEAD_WAITED:
+            continue;
+        case RELAY_LEAD_TAKEN:
             log_info("relay", "this replica now publishes the outbox");
-        }
-        if (mono_ms() >= next_maintenance) {
-            relay_maintain(r->cfg, store);
-            next_maintenance = mono_ms() + MAINTENANCE_EVERY_MS;
+            is_due = true;
+            break;
+        case RELAY_LEAD_HELD:
+            break;
         }
         rd_kafka_poll(r->rk, 0);
         if (w->is_failed || w->free_count < cap - cap / 2) {
-            if (settle(r, store, &err) < 0)
+            if (settle(r, lead.store, &err) < 0)
                 goto db_error;
             if (atomic_load(&r->stop_now))
                 break;
@@ -504,14 +449,15 @@ static void publish_at_least_once(struct relay *r)
         count = fresh = left = 0;
         if (is_fetched) {
             arena_reset(arena);
-            if (store_outbox_fetch(store, cap, arena, &msgs, &count, &err) < 0)
+            if (store_outbox_fetch(lead.store, cap, arena, &msgs, &count,
+                                   &err) < 0)
                 goto db_error;
             atomic_store(&mw_metrics.db_ready, 1);
-            fetched_at = mono_ms();
+            fetched_at = mw_monotonic_ms();
             fresh = publish(r, msgs, count, &left);
         }
         /* Marking waits for the round's rows, not they for marking. */
-        if (mark_delivered(r, store, &err) < 0)
+        if (mark_delivered(r, lead.store, &err) < 0)
             goto db_error;
         if (is_fetched && fresh == 0 && w->free_count == cap &&
             atomic_load(&r->draining))
@@ -519,24 +465,19 @@ static void publish_at_least_once(struct relay *r)
         if (is_fetched && (left > 0 || (count == cap && fresh > 0)))
             continue; /* more rows are waiting */
         wait_ms = w->free_count < cap ? FLIGHT_WAIT_MS : IDLE_WAIT_MS;
-        notified = store_outbox_wait(store, wait_ms, &err);
+        notified = store_outbox_wait(lead.store, wait_ms, &err);
         if (notified < 0)
             goto db_error;
-        is_due = notified == 1 || mono_ms() - fetched_at >= IDLE_WAIT_MS;
+        is_due = notified == 1 || mw_monotonic_ms() - fetched_at >= IDLE_WAIT_MS;
         continue;
     db_error:
-        atomic_store(&mw_metrics.db_ready, 0);
-        log_warn("relay", "database error; reconnecting",
-                 LF_STR("error", err.msg), LF_STR("detail", err.detail));
-        store_destroy(store);
-        store = NULL;
-        leader = false;
-        is_due = true;
+        relay_lead_lost(&lead, &err);
     }
+stop:
     /* Rows still in flight stay in the outbox for the next leader. */
     rd_kafka_purge(r->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     rd_kafka_flush(r->rk, 1000);
-    store_destroy(store);
+    relay_lead_release(&lead);
     arena_destroy(arena);
 }
 

@@ -17,10 +17,11 @@ struct relay;
  * copied.  Returns NULL with err on a configuration librdkafka refuses.
  */
 struct relay *relay_new(const struct mw_config *cfg, const char *conninfo,
-                        const char *bootstrap, struct mw_error *err);
+                        const char *bootstrap,
+                        struct mw_error *err) MW_MUSTCHECK;
 
 /* Starts the relay thread.  Returns 0, or -1 with err. */
-int relay_start(struct relay *relay, struct mw_error *err);
+int relay_start(struct relay *relay, struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Asks the thread to publish what is committed and stop, and waits for it

@@ -93,7 +93,7 @@ int relay_position_parse(struct relay_position *pos, int64_t offset,
             (pos->count > 0 && h.lo <= pos->holes[pos->count - 1].hi))
             goto bad;
         if (reserve(pos) < 0) {
-            mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+            mw_error_no_memory(err);
             return -1;
         }
         pos->holes[pos->count++] = h;

@@ -50,7 +50,7 @@ int relay_position_copy(struct relay_position *dst,
  * -1 with err when the text is not ours.
  */
 int relay_position_parse(struct relay_position *pos, int64_t offset,
-                         const char *text, struct mw_error *err);
+                         const char *text, struct mw_error *err) MW_MUSTCHECK;
 
 /* Whether row id was published already. */
 bool relay_position_covers(const struct relay_position *pos, int64_t id);

@@ -35,6 +35,8 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "mw.h"
+#include "relay_lead.h"
 #include "relay_position.h"
 #include "store.h"
 
@@ -44,9 +46,7 @@
 #include <time.h>
 
 #define IDLE_WAIT_MS 500
-#define FOLLOWER_WAIT_MS 1000
 #define RETRY_WAIT_MS 1000
-#define MAINTENANCE_EVERY_MS 5000
 #define KAFKA_TIMEOUT_MS 30000
 /* Longer than a commit can take; a dead leader's open transaction is
  * aborted by the next leader's init_transactions long before. */
@@ -71,26 +71,6 @@ struct relay_txn {
     int64_t failed_id;          /* first row a delivery report failed */
     int64_t pause_after_commit_ms;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Sleeps ms, in slices, until *stop_now. */
-static void nap(int64_t ms, atomic_int *stop_now)
-{
-    while (ms > 0 && !atomic_load(stop_now)) {
-        int64_t slice = ms < 100 ? ms : 100;
-        struct timespec ts = {0, (long)slice * 1000000};
-
-        nanosleep(&ts, NULL);
-        ms -= slice;
-    }
-}
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *rkm,
                         void *opaque)
@@ -164,7 +144,7 @@ struct relay_txn *relay_txn_new(const struct mw_config *cfg,
 
     if (t == NULL) {
         rd_kafka_conf_destroy(conf);
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return NULL;
     }
     t->cfg = cfg;
@@ -177,7 +157,7 @@ struct relay_txn *relay_txn_new(const struct mw_config *cfg,
     t->mark_ids = calloc(cap, sizeof(*t->mark_ids));
     if (t->conninfo == NULL || t->group_id == NULL || t->new_ids == NULL ||
         t->mark_ids == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         goto fail;
     }
     strcpy(t->group_id, cfg->group_id);
@@ -202,7 +182,7 @@ struct relay_txn *relay_txn_new(const struct mw_config *cfg,
         goto fail;
     t->group = rd_kafka_consumer_group_metadata_new(t->group_id);
     if (t->group == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         goto fail;
     }
     return t;
@@ -256,7 +236,7 @@ static int read_position(struct relay_txn *t, struct mw_error *err)
     }
     text = calloc(1, tp->metadata_size + 1);
     if (text == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         goto done;
     }
     if (tp->metadata_size > 0)
@@ -319,24 +299,11 @@ static rd_kafka_resp_err_t produce_row(struct relay_txn *t,
     const char *topic = m->stream == STORE_STREAM_DLQ ? t->cfg->topic_dlq
                                                       : t->cfg->topic_events;
     rd_kafka_headers_t *hdrs = kafka_headers_unpack(m->headers, m->headers_len);
-    rd_kafka_resp_err_t kerr;
+    rd_kafka_resp_err_t kerr =
+        kafka_produce(t->rk, topic, m->key, m->key_len, m->payload,
+                      m->payload_len, hdrs, (void *)(intptr_t)m->id);
 
-    for (;;) {
-        kerr = rd_kafka_producev(
-            t->rk, RD_KAFKA_V_TOPIC(topic),
-            RD_KAFKA_V_KEY(m->key, m->key ? m->key_len : 0),
-            RD_KAFKA_V_VALUE((void *)m->payload,
-                             m->payload ? m->payload_len : 0),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
-            RD_KAFKA_V_OPAQUE((void *)(intptr_t)m->id), RD_KAFKA_V_END);
-        if (kerr != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            break;
-        rd_kafka_poll(t->rk, 10);
-    }
     if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        /* Headers are only taken on success. */
-        if (hdrs != NULL)
-            rd_kafka_headers_destroy(hdrs);
         log_warn("relay", "could not produce an outbox row",
                  LF_INT("outbox_id", m->id), LF_STR("topic", topic),
                  LF_STR("error", rd_kafka_err2str(kerr)));
@@ -488,7 +455,7 @@ static int run_round(struct relay_txn *t, struct store *store,
                   LF_INT("rows", (long long)fresh),
                   LF_INT("first_outbox_id", t->new_ids[0]),
                   LF_INT("last_outbox_id", t->new_ids[fresh - 1]));
-        nap(t->pause_after_commit_ms, stop_now);
+        mw_sleep_ms_unless(t->pause_after_commit_ms, stop_now);
     }
     if (count > 0 &&
         store_outbox_mark_published(store, t->mark_ids, count,
@@ -500,96 +467,65 @@ static int run_round(struct relay_txn *t, struct store *store,
 void relay_txn_run(struct relay_txn *t, atomic_int *draining,
                    atomic_int *stop_now)
 {
-    struct store *store = NULL;
+    struct relay_lead lead;
     struct mw_arena *arena = arena_new();
-    int64_t next_maintenance = 0, backoff = 100;
-    bool leader = false;
     struct mw_error err;
 
+    relay_lead_init(&lead, t->cfg, t->conninfo, draining, stop_now);
     while (!atomic_load(stop_now)) {
         size_t fetched = 0;
         bool is_fenced = false;
         int rc;
 
-        if (store == NULL) {
-            store = store_new(t->conninfo, &err);
-            if (store == NULL) {
-                atomic_store(&mw_metrics.db_ready, 0);
-                if (atomic_load(draining))
-                    break;
-                log_warn("relay", "could not connect to PostgreSQL",
-                         LF_STR("error", err.msg));
-                nap(backoff, stop_now);
-                backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
-                continue;
-            }
-            backoff = 100;
-            leader = false;
-        }
-        if (!leader) {
-            if (store_relay_lead(store, &leader, &err) < 0)
-                goto db_error;
-            atomic_store(&mw_metrics.db_ready, 1);
-            if (!leader) {
-                if (atomic_load(draining))
-                    break;
-                nap(FOLLOWER_WAIT_MS, stop_now);
-                continue;
-            }
+        switch (relay_lead_step(&lead)) {
+        case RELAY_LEAD_STOP:
+            goto stop;
+        case RELAY_LEAD_WAITED:
+            continue;
+        case RELAY_LEAD_TAKEN:
             log_info(
                 "relay", "this replica now publishes the outbox",
                 LF_STR("delivery", "exactly-once"),
                 LF_STR("transactional_id", t->cfg->relay_transactional_id));
             /* Whoever led before may have committed since: start over. */
             producer_destroy(t);
+            break;
+        case RELAY_LEAD_HELD:
+            break;
         }
-        if (t->rk == NULL) {
-            if (prepare(t, &err) < 0) {
-                log_warn("relay", "could not start publishing",
-                         LF_STR("error", err.msg),
-                         LF_STR("detail", err.detail));
-                if (atomic_load(draining))
-                    break;
-                nap(RETRY_WAIT_MS, stop_now);
-                continue;
-            }
-        }
-        if (mono_ms() >= next_maintenance) {
-            relay_maintain(t->cfg, store);
-            next_maintenance = mono_ms() + MAINTENANCE_EVERY_MS;
-        }
-        rc = run_round(t, store, arena, stop_now, &fetched, &is_fenced, &err);
-        if (rc == -1)
-            goto db_error;
-        atomic_store(&mw_metrics.db_ready, 1);
-        if (rc == -2) {
-            if (is_fenced) {
-                /* Let go of the lock: whoever fenced us leads. */
-                store_destroy(store);
-                store = NULL;
-            }
+        if (t->rk == NULL && prepare(t, &err) < 0) {
+            log_warn("relay", "could not start publishing",
+                     LF_STR("error", err.msg), LF_STR("detail", err.detail));
             if (atomic_load(draining))
                 break;
-            nap(RETRY_WAIT_MS, stop_now);
+            mw_sleep_ms_unless(RETRY_WAIT_MS, stop_now);
+            continue;
+        }
+        rc = run_round(t, lead.store, arena, stop_now, &fetched, &is_fenced,
+                       &err);
+        if (rc == -1) {
+            relay_lead_lost(&lead, &err);
+            continue;
+        }
+        atomic_store(&mw_metrics.db_ready, 1);
+        if (rc == -2) {
+            if (is_fenced) /* let go of the lock: whoever fenced us leads */
+                relay_lead_release(&lead);
+            if (atomic_load(draining))
+                break;
+            mw_sleep_ms_unless(RETRY_WAIT_MS, stop_now);
             continue;
         }
         if (fetched == 0 && atomic_load(draining))
             break;
         if (fetched == (size_t)t->cfg->relay_batch_size)
             continue; /* more rows are waiting */
-        if (store_outbox_wait(store, IDLE_WAIT_MS, &err) < 0)
-            goto db_error;
-        continue;
-    db_error:
-        atomic_store(&mw_metrics.db_ready, 0);
-        log_warn("relay", "database error; reconnecting",
-                 LF_STR("error", err.msg), LF_STR("detail", err.detail));
-        store_destroy(store);
-        store = NULL;
-        leader = false;
+        if (store_outbox_wait(lead.store, IDLE_WAIT_MS, &err) < 0)
+            relay_lead_lost(&lead, &err);
     }
+stop:
     producer_destroy(t);
-    store_destroy(store);
+    relay_lead_release(&lead);
     arena_destroy(arena);
 }
 

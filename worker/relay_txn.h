@@ -14,7 +14,6 @@
 #include <stdatomic.h>
 
 struct relay_txn;
-struct store;
 
 /*
  * Prepares the relay (no connection is made yet).  conf is the relay's
@@ -24,7 +23,8 @@ struct store;
  */
 struct relay_txn *relay_txn_new(const struct mw_config *cfg,
                                 const char *conninfo, const char *bootstrap,
-                                rd_kafka_conf_t *conf, struct mw_error *err);
+                                rd_kafka_conf_t *conf,
+                                struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Publishes until *stop_now, or until *draining and nothing committed is
@@ -32,12 +32,6 @@ struct relay_txn *relay_txn_new(const struct mw_config *cfg,
  */
 void relay_txn_run(struct relay_txn *txn, atomic_int *draining,
                    atomic_int *stop_now);
-
-/*
- * Updates the outbox gauges and purges published rows past the retention
- * (relay.c; both modes call it every few seconds).  Logs errors.
- */
-void relay_maintain(const struct mw_config *cfg, struct store *store);
 
 /* Frees; NULL does nothing.  Not while relay_txn_run runs. */
 void relay_txn_destroy(struct relay_txn *txn);

@@ -28,6 +28,7 @@
 #include "events.h"
 #include "log.h"
 #include "metrics.h"
+#include "mw.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -68,28 +69,6 @@ struct round {
     size_t deferred;
 };
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Sleeps ms, in slices, unless a stop is requested. */
-static void sleep_ms(struct scheduler *s, int64_t ms)
-{
-    int64_t deadline = mono_ms() + ms;
-
-    while (!atomic_load(&s->stop) && mono_ms() < deadline) {
-        int64_t left = deadline - mono_ms();
-        int64_t slice = left < WAIT_SLICE_MS ? left : WAIT_SLICE_MS;
-        struct timespec ts = {0, (long)slice * 1000000L};
-
-        nanosleep(&ts, NULL);
-    }
-}
-
 /*
  * One round: claim, encode, write and commit.  Returns 0 with out filled,
  * or -1 with err and nothing kept.
@@ -109,7 +88,7 @@ static int fire_round(struct store *store, struct codec *codec,
     rows = arena_alloc(arena, sizeof(*rows) * (count > 0 ? count : 1));
     if (rows == NULL) {
         store_batch_abort(store);
-        mw_error_set(err, MW_ERR_SYSTEM, true, "out of memory");
+        mw_error_no_memory(err);
         return -1;
     }
     for (size_t i = 0; i < count; i++) {
@@ -162,7 +141,7 @@ int64_t scheduler_fire_due(struct store *store, struct codec *codec,
     int64_t fired = 0;
 
     if (arena == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, true, "out of memory");
+        mw_error_no_memory(err);
         return -1;
     }
     if (max == 0)
@@ -203,10 +182,10 @@ static int64_t next_wait_ms(struct scheduler *s, struct store *store,
 static int sleep_until_due(struct scheduler *s, struct store *store,
                            int64_t wait_ms, struct mw_error *err)
 {
-    int64_t deadline = mono_ms() + wait_ms;
+    int64_t deadline = mw_monotonic_ms() + wait_ms;
 
     while (!atomic_load(&s->stop)) {
-        int64_t left = deadline - mono_ms();
+        int64_t left = deadline - mw_monotonic_ms();
         int rc;
 
         if (left <= 0)
@@ -238,7 +217,7 @@ static void *scheduler_main(void *arg)
                 log_warn("scheduler", "could not connect to PostgreSQL",
                          LF_STR("error", err.msg),
                          LF_STR("detail", err.detail));
-                sleep_ms(s, backoff);
+                mw_sleep_ms_unless(backoff, &s->stop);
                 backoff =
                     backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
                 continue;
@@ -268,7 +247,7 @@ static void *scheduler_main(void *arg)
             store_destroy(store);
             store = NULL;
         }
-        sleep_ms(s, backoff);
+        mw_sleep_ms_unless(backoff, &s->stop);
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
     store_destroy(store);
@@ -282,10 +261,12 @@ struct scheduler *scheduler_new(const struct mw_config *cfg,
 {
     struct scheduler *s = calloc(1, sizeof(*s));
 
-    if (s == NULL || (s->conninfo = strdup(conninfo)) == NULL) {
+    if (s != NULL)
+        s->conninfo = strdup(conninfo);
+    if (s == NULL || s->conninfo == NULL) {
         free(s);
         codec_destroy(codec);
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return NULL;
     }
     s->cfg = cfg;

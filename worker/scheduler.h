@@ -27,10 +27,11 @@ struct scheduler;
  */
 struct scheduler *scheduler_new(const struct mw_config *cfg,
                                 const char *conninfo, struct codec *codec,
-                                struct mw_error *err);
+                                struct mw_error *err) MW_MUSTCHECK;
 
 /* Starts the scheduler thread.  Returns 0, or -1 with err. */
-int scheduler_start(struct scheduler *scheduler, struct mw_error *err);
+int scheduler_start(struct scheduler *scheduler,
+                    struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Asks the thread to stop after the transaction in hand (committed or
@@ -47,6 +48,7 @@ void scheduler_destroy(struct scheduler *scheduler);
  * tools; the thread does the same.  codec and store are borrowed.
  */
 int64_t scheduler_fire_due(struct store *store, struct codec *codec,
-                           int64_t now_ms, size_t max, struct mw_error *err);
+                           int64_t now_ms, size_t max,
+                           struct mw_error *err) MW_MUSTCHECK;
 
 #endif

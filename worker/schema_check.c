@@ -44,7 +44,7 @@ static char *join(const char *space, const char *name)
 
 static int no_memory(struct names *n)
 {
-    mw_error_set(n->err, MW_ERR_SYSTEM, true, "out of memory");
+    mw_error_no_memory(n->err);
     return -1;
 }
 

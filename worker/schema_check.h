@@ -18,6 +18,7 @@
  * a dotted name is full; else the "namespace" attribute applies (empty:
  * none), else the enclosing record's namespace.
  */
-int schema_check_names(const char *schema_json, struct mw_error *err);
+int schema_check_names(const char *schema_json,
+                       struct mw_error *err) MW_MUSTCHECK;
 
 #endif

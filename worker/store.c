@@ -16,6 +16,7 @@
 #include "store_internal.h"
 
 #include "embedded_files.h"
+#include "mw.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -192,9 +193,11 @@ struct store *store_new(const char *conninfo, struct mw_error *err)
 {
     struct store *store = calloc(1, sizeof(*store));
 
-    if (store == NULL || (store->conninfo = strdup(conninfo)) == NULL) {
+    if (store != NULL)
+        store->conninfo = strdup(conninfo);
+    if (store == NULL || store->conninfo == NULL) {
         free(store);
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         return NULL;
     }
     store->seed = (unsigned int)time(NULL) ^ (unsigned int)(uintptr_t)store;
@@ -351,7 +354,7 @@ int store_migrate(struct store *store, struct mw_error *err)
     versions = calloc((size_t)applied + 1, sizeof(*versions));
     if (versions == NULL) {
         PQclear(res);
-        mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+        mw_error_no_memory(err);
         goto done;
     }
     for (int i = 0; i < applied; i++)
@@ -439,7 +442,7 @@ int store_schema_check(struct store *store, bool *may_migrate,
         versions = calloc((size_t)applied + 1, sizeof(*versions));
         if (versions == NULL) {
             PQclear(res);
-            mw_error_set(err, MW_ERR_SYSTEM, false, "out of memory");
+            mw_error_no_memory(err);
             return -1;
         }
         for (int i = 0; i < applied; i++)
@@ -657,10 +660,7 @@ void store_rollback(struct store *store)
 /* Sleeps 5 to 5 + 20 * attempt milliseconds, so that retries spread out. */
 static void backoff(struct store *store, int attempt)
 {
-    long ms = 5 + rand_r(&store->seed) % (20 * attempt);
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
+    mw_sleep_ms(5 + rand_r(&store->seed) % (20 * attempt));
 }
 
 bool store_may_retry(struct store *store, int attempt, bool is_retry,
@@ -690,14 +690,6 @@ static bool drain_notifies(struct store *store)
     return is_notified;
 }
 
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /*
  * LISTENs on a channel once per connection (*is_listening), then waits up
  * to timeout_ms for a notification.  Returns 1, 0 on timeout, or -1.
@@ -706,7 +698,7 @@ int store_wait_notify(struct store *store, const char *sql_listen,
                       bool *is_listening, int timeout_ms, const char *what,
                       struct mw_error *err)
 {
-    int64_t deadline = monotonic_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    int64_t deadline = mw_monotonic_ms() + (timeout_ms > 0 ? timeout_ms : 0);
 
     if (store_ensure_connected(store, err) != 0)
         return -1;
@@ -728,7 +720,7 @@ int store_wait_notify(struct store *store, const char *sql_listen,
         }
         if (drain_notifies(store))
             return 1;
-        left = deadline - monotonic_ms();
+        left = deadline - mw_monotonic_ms();
         if (left <= 0)
             return 0;
         pfd.fd = PQsocket(store->conn);

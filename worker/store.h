@@ -29,7 +29,8 @@ struct store;
  * with err filled (retriable when the server could not be reached).  The
  * conninfo is copied.
  */
-struct store *store_new(const char *conninfo, struct mw_error *err);
+struct store *store_new(const char *conninfo,
+                        struct mw_error *err) MW_MUSTCHECK;
 
 /* Closes the connection; NULL does nothing. */
 void store_destroy(struct store *store);
@@ -39,7 +40,7 @@ void store_destroy(struct store *store);
  * its own transaction, under an advisory lock so that replicas starting
  * together apply each once.  Returns 0, or -1 with err filled.
  */
-int store_migrate(struct store *store, struct mw_error *err);
+int store_migrate(struct store *store, struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Compares the migrations recorded in the database with those compiled
@@ -50,7 +51,7 @@ int store_migrate(struct store *store, struct mw_error *err);
  * -1 with err on a database error.
  */
 int store_schema_check(struct store *store, bool *may_migrate,
-                       struct mw_error *err);
+                       struct mw_error *err) MW_MUSTCHECK;
 
 /* The server's replication, as the worker's session sees it. */
 struct store_replication {
@@ -68,10 +69,10 @@ struct store_replication {
  */
 int store_replication_check(struct store *store,
                             struct store_replication *replication,
-                            struct mw_error *err);
+                            struct mw_error *err) MW_MUSTCHECK;
 
 /* Returns 0 when the server answers a trivial query, or -1 with err. */
-int store_ping(struct store *store, struct mw_error *err);
+int store_ping(struct store *store, struct mw_error *err) MW_MUSTCHECK;
 
 /* What became of one consumed message. */
 enum store_outcome {
@@ -156,7 +157,7 @@ struct store_outbox_row {
  */
 int store_batch_claim(struct store *store, struct store_item *items,
                       size_t count, struct mw_arena *arena,
-                      struct mw_error *err);
+                      struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Writes the outbox rows (an event_id already present is skipped, so a
@@ -166,7 +167,7 @@ int store_batch_claim(struct store *store, struct store_item *items,
  * transaction rolled back.
  */
 int store_batch_finish(struct store *store, const struct store_outbox_row *rows,
-                       size_t count, struct mw_error *err);
+                       size_t count, struct mw_error *err) MW_MUSTCHECK;
 
 /* Rolls back an open batch transaction, if any.  Can't fail. */
 void store_batch_abort(struct store *store);
@@ -188,7 +189,7 @@ struct store_outbox_msg {
  * the connection ends).  Sets *is_leader.  Returns 0, or -1 with err.
  */
 int store_relay_lead(struct store *store, bool *is_leader,
-                     struct mw_error *err);
+                     struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Reads up to max unpublished outbox rows, oldest first, into an array
@@ -196,7 +197,7 @@ int store_relay_lead(struct store *store, bool *is_leader,
  */
 int store_outbox_fetch(struct store *store, size_t max, struct mw_arena *arena,
                        struct store_outbox_msg **msgs, size_t *count,
-                       struct mw_error *err);
+                       struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Marks rows published: deletes them, or with keep sets their published_at
@@ -204,18 +205,20 @@ int store_outbox_fetch(struct store *store, size_t max, struct mw_arena *arena,
  * or -1 with err.
  */
 int store_outbox_mark_published(struct store *store, const int64_t *ids,
-                                size_t count, bool keep, struct mw_error *err);
+                                size_t count, bool keep,
+                                struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Deletes published rows older than retention_ms.  Returns the number
  * deleted, or -1 with err.
  */
 int64_t store_outbox_purge(struct store *store, int64_t retention_ms,
-                           struct mw_error *err);
+                           struct mw_error *err) MW_MUSTCHECK;
 
 /* Counts unpublished rows and the age of the oldest in ms (0 if none). */
 int store_outbox_backlog(struct store *store, int64_t *count,
-                         int64_t *oldest_age_ms, struct mw_error *err);
+                         int64_t *oldest_age_ms,
+                         struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Subscribes this connection to outbox notifications (LISTEN), then waits
@@ -223,7 +226,7 @@ int store_outbox_backlog(struct store *store, int64_t *count,
  * with err.
  */
 int store_outbox_wait(struct store *store, int timeout_ms,
-                      struct mw_error *err);
+                      struct mw_error *err) MW_MUSTCHECK;
 
 /* ---- the lifecycle scheduler ---- */
 
@@ -276,7 +279,7 @@ struct store_timer {
  */
 int store_timers_claim(struct store *store, int64_t now_ms, size_t max,
                        struct mw_arena *arena, struct store_timer **timers,
-                       size_t *count, struct mw_error *err);
+                       size_t *count, struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Counts the timers due at now_ms and not fired, and sets *next_due_ms to
@@ -285,7 +288,7 @@ int store_timers_claim(struct store *store, int64_t now_ms, size_t max,
  */
 int store_timers_pending(struct store *store, int64_t now_ms,
                          int64_t *due_count, int64_t *next_due_ms,
-                         struct mw_error *err);
+                         struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Subscribes this connection to new-timer notifications (LISTEN), then
@@ -293,7 +296,7 @@ int store_timers_pending(struct store *store, int64_t now_ms,
  * -1 with err.
  */
 int store_timers_wait(struct store *store, int timeout_ms,
-                      struct mw_error *err);
+                      struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Describes a customer for operators, found by customer id or by domain
@@ -303,6 +306,6 @@ int store_timers_wait(struct store *store, int timeout_ms,
  * when found, 0 when not, -1 with err.
  */
 int store_customer_describe(struct store *store, const char *key, char **json,
-                            struct mw_error *err);
+                            struct mw_error *err) MW_MUSTCHECK;
 
 #endif

@@ -16,6 +16,8 @@
  */
 #include "store_internal.h"
 
+#include "mw.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -301,18 +303,14 @@ static int claim_request_values(const struct store_item *item,
                                 const char *values[CLAIM_REQUEST_COLUMNS],
                                 struct request_scratch *scratch)
 {
-    static const char hex[] = "0123456789abcdef";
     const struct mw_request *r = item->request;
 
     for (int i = 0; i < CLAIM_REQUEST_COLUMNS; i++)
         values[i] = NULL;
     scratch->hash[0] = '\\';
     scratch->hash[1] = 'x';
-    for (size_t i = 0; i < sizeof(item->payload_hash); i++) {
-        scratch->hash[2 + 2 * i] = hex[item->payload_hash[i] >> 4];
-        scratch->hash[3 + 2 * i] = hex[item->payload_hash[i] & 15];
-    }
-    scratch->hash[sizeof(scratch->hash) - 1] = '\0';
+    mw_hex_encode(item->payload_hash, sizeof(item->payload_hash),
+                  scratch->hash + 2);
     snprintf(scratch->occurred, sizeof(scratch->occurred), "%lld",
              (long long)item->occurred_at);
     values[CLAIM_REQUEST_ID] = r->request_id;

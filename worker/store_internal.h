@@ -73,7 +73,8 @@ void store_set_error(struct store *store, struct mw_error *err,
 bool store_is_serialization_state(const char *sqlstate);
 
 /* Reconnects when the last call lost the connection; 0, or -1 with err. */
-int store_ensure_connected(struct store *store, struct mw_error *err);
+int store_ensure_connected(struct store *store,
+                           struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Runs one statement with text parameters and discards its result.
@@ -81,13 +82,14 @@ int store_ensure_connected(struct store *store, struct mw_error *err);
  */
 int store_exec(struct store *store, const char *sql, int nparams,
                const char *const *values, const char *what,
-               struct mw_error *err);
+               struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Prepares every named statement once per connection.  Needs the schema,
  * so it runs at the first batch rather than at connect.  0, or -1 with err.
  */
-int store_prepare_statements(struct store *store, struct mw_error *err);
+int store_prepare_statements(struct store *store,
+                             struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * Reads the result of the next query of a pipeline, and the NULL that ends
@@ -118,7 +120,7 @@ void store_rollback(struct store *store);
  * err when the attempts ran out.
  */
 bool store_may_retry(struct store *store, int attempt, bool is_retry,
-                     const char *what, struct mw_error *err);
+                     const char *what, struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * LISTENs with sql_listen once per connection (*is_listening), then waits
@@ -127,6 +129,6 @@ bool store_may_retry(struct store *store, int attempt, bool is_retry,
  */
 int store_wait_notify(struct store *store, const char *sql_listen,
                       bool *is_listening, int timeout_ms, const char *what,
-                      struct mw_error *err);
+                      struct mw_error *err) MW_MUSTCHECK;
 
 #endif

@@ -103,7 +103,10 @@ static unsigned char *outbox_array(const struct store_outbox_row *rows,
         outbox_value(&rows[i], column, &n, stream);
         total += 4 + n;
     }
-    if (total > 1024 * 1024 * 1024 || (buf = malloc(total)) == NULL)
+    if (total > 1024 * 1024 * 1024)
+        return NULL;
+    buf = malloc(total);
+    if (buf == NULL)
         return NULL;
     p = put_be32(buf, 1); /* dimensions */
     p = put_be32(p, 1);   /* may hold nulls */
@@ -385,7 +388,7 @@ int store_outbox_fetch(struct store *store, size_t max, struct mw_arena *arena,
 
 oom:
     PQclear(res);
-    mw_error_set(err, MW_ERR_SYSTEM, false, "could not read the outbox");
+    mw_error_set(err, MW_ERR_SYSTEM, true, "could not read the outbox");
     mw_error_detail(err, "out of memory");
     return -1;
 }
@@ -419,7 +422,7 @@ int store_outbox_mark_published(struct store *store, const int64_t *ids,
     sql = malloc(sizeof(sql_begin) + sizeof(sql_update) + count * 21 +
                  sizeof(sql_end));
     if (sql == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "%s", what);
+        mw_error_set(err, MW_ERR_SYSTEM, true, "%s", what);
         mw_error_detail(err, "out of memory");
         return -1;
     }

@@ -45,7 +45,10 @@ static int64_t get_ms(const PGresult *res, int row, int col)
                : strtoll(PQgetvalue(res, row, col), NULL, 10);
 }
 
-/* Reads the rows of mw_fire_due_timers; 0, or -1 when malformed or OOM. */
+/*
+ * Reads the rows of mw_fire_due_timers.  Returns 0, 1 when out of memory,
+ * or -1 when the rows are not what the function returns.
+ */
 static int read_timers(const PGresult *res, struct mw_arena *arena,
                        struct store_timer **timers, size_t *count)
 {
@@ -53,7 +56,9 @@ static int read_timers(const PGresult *res, struct mw_arena *arena,
     struct store_timer *out =
         arena_alloc(arena, sizeof(*out) * (size_t)(rows > 0 ? rows : 1));
 
-    if (out == NULL || PQnfields(res) != 14)
+    if (out == NULL)
+        return 1;
+    if (PQnfields(res) != 14)
         return -1;
     for (int i = 0; i < rows; i++) {
         struct store_timer *t = &out[i];
@@ -73,7 +78,7 @@ static int read_timers(const PGresult *res, struct mw_arena *arena,
             copy_text(arena, res, i, 6, &t->requested_by) != 0 ||
             copy_text(arena, res, i, 11, &t->request_id) != 0 ||
             copy_text(arena, res, i, 12, &t->traceparent) != 0)
-            return -1;
+            return 1;
         if (t->customer_id == NULL || t->msp_id == NULL ||
             t->requested_by == NULL || t->customer_request_id == NULL)
             return -1;
@@ -102,6 +107,7 @@ static int timers_claim_once(struct store *store, const char *const *values,
         "SELECT * FROM mw_fire_due_timers($1::bigint, $2::integer)";
     static const char what[] = "could not claim due timers";
     PGresult *res;
+    int rc;
 
     *is_retry = false;
     /* store_batch_finish writes the outbox with a prepared statement. */
@@ -118,12 +124,17 @@ static int timers_claim_once(struct store *store, const char *const *values,
         store_rollback(store);
         return -1;
     }
-    if (read_timers(res, arena, timers, count) != 0) {
+    rc = read_timers(res, arena, timers, count);
+    if (rc != 0) {
         PQclear(res);
         store_rollback(store);
-        mw_error_set(err, MW_ERR_DATABASE, false, "%s", what);
-        mw_error_detail(err, "unexpected result of mw_fire_due_timers, "
-                             "or out of memory");
+        if (rc > 0) {
+            mw_error_set(err, MW_ERR_SYSTEM, true, "%s", what);
+            mw_error_detail(err, "out of memory");
+        } else {
+            mw_error_set(err, MW_ERR_DATABASE, false, "%s", what);
+            mw_error_detail(err, "unexpected result of mw_fire_due_timers");
+        }
         return -1;
     }
     PQclear(res);
@@ -271,7 +282,7 @@ int store_customer_describe(struct store *store, const char *key, char **json,
     *json = strdup(PQgetvalue(res, 0, 0));
     PQclear(res);
     if (*json == NULL) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "%s", what);
+        mw_error_set(err, MW_ERR_SYSTEM, true, "%s", what);
         mw_error_detail(err, "out of memory");
         return -1;
     }

@@ -93,6 +93,21 @@ def test_produce_and_tail_need_a_bootstrap_address():
         assert "MESH_WORKER_KAFKA_BOOTSTRAP_SERVERS" in result.stderr
 
 
+@pytest.mark.parametrize("args,option", [
+    (["tail", "--max", "12x"], "--max"),
+    (["tail", "--max", "-1"], "--max"),
+    (["tail", "--max", "99999999999999999999"], "--max"),
+    (["dlq", "replay", "--max", ""], "--max"),
+    (["dlq", "replay", "--from-offset", "-3"], "--from-offset"),
+    (["dlq", "replay", "--from-offset", "7 "], "--from-offset"),
+])
+def test_a_number_option_that_is_not_a_number_is_a_usage_error(args, option):
+    result = run(args, env={"MESH_WORKER_KAFKA_BOOTSTRAP_SERVERS":
+                            "127.0.0.1:1"}, timeout=10)
+    assert result.returncode == 2, result.stderr
+    assert "invalid " + option in result.stderr, result.stderr
+
+
 def test_run_on_embedded_defaults_provisions_the_examples():
     """The quick start's path: no Kafka, no database configured."""
     data = tempfile.mkdtemp(prefix="mw-embedded-")

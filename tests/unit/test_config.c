@@ -1,6 +1,7 @@
 /*
- * Unit tests of the configuration: durations, booleans and URLs read from
- * the environment, the error message of each naming its variable, and the
+ * Unit tests of the configuration: durations, booleans, integers and URLs
+ * read from the environment into their fields, the error message of each
+ * refusal naming its variable (for every documented variable), and the
  * redaction of passwords in connection strings, hostile values included.
  */
 #include "config.h"
@@ -89,6 +90,19 @@ static void bad_values_are_refused_naming_their_variable(void **state)
          "http://a:s3cret@b,password=x://"},
         {"MESH_WORKER_HTTP_ADDR", "9464"},
         {"MESH_WORKER_DELIVERY", "twice"},
+        {"MESH_WORKER_SCHEMA_REGISTRY_AUTO_REGISTER", "TRUE"},
+        {"MESH_WORKER_SCHEMA_REGISTRY_AUTO_REGISTER", "on"},
+        {"MESH_WORKER_SCHEMA_REGISTRY_CACHE_SIZE", "0"},
+        {"MESH_WORKER_SCHEMA_REGISTRY_CACHE_SIZE", "1000001"},
+        {"MESH_WORKER_EMBEDDED_PARTITIONS", "-1"},
+        {"MESH_WORKER_RELAY_BATCH_SIZE", "99999999999999999999"},
+        {"MESH_WORKER_BATCH_SIZE", "10001"},
+        {"MESH_WORKER_TRIAL_PERIOD", "500ms"},
+        {"MESH_WORKER_SCHEDULER_INTERVAL", "1ms"},
+        {"MESH_WORKER_DATABASE_WAIT", "5 s"},
+        {"MESH_WORKER_SCHEMA_REGISTRY_URL", "http//registry"},
+        {"MESH_WORKER_SCHEMA_REGISTRY_URL", "https://ok:8081,ftp://bad"},
+        {"MESH_WORKER_SCHEMA_REGISTRY_URL", "registry:8081"},
         /* Without a bootstrap the embedded mock cluster cannot do it. */
         {"MESH_WORKER_DELIVERY", "exactly-once"},
     };
@@ -141,6 +155,167 @@ static void good_values_are_read(void **state)
     assert_false(cfg.is_exactly_once);
     assert_string_equal(cfg.relay_transactional_id, "mesh-worker.relay");
     config_free(&cfg);
+    clear_mesh_worker_env();
+}
+
+/* What a good value reads into: the field at offset, of kind. */
+enum field_kind { DURATION, INTEGER, BOOLEAN, STRING };
+
+static void good_values_are_read_into_their_field(void **state)
+{
+    static const struct {
+        const char *variable;
+        const char *value;
+        enum field_kind kind;
+        size_t offset;
+        int64_t number;     /* DURATION in ms, INTEGER, BOOLEAN */
+        const char *string; /* STRING */
+    } cases[] = {
+#define AT(field) offsetof(struct mw_config, field)
+        {"MESH_WORKER_TRIAL_PERIOD", "30s", DURATION, AT(trial_period_ms),
+         30000, NULL},
+        {"MESH_WORKER_TRIAL_PERIOD", "2h", DURATION, AT(trial_period_ms),
+         7200000, NULL},
+        {"MESH_WORKER_TRIAL_PERIOD", "", DURATION, AT(trial_period_ms),
+         14 * 86400000LL, NULL},
+        {"MESH_WORKER_TRIAL_REMINDER", "0", DURATION, AT(trial_reminder_ms),
+         0, NULL},
+        {"MESH_WORKER_SHUTDOWN_TIMEOUT", "1m", DURATION,
+         AT(shutdown_timeout_ms), 60000, NULL},
+        {"MESH_WORKER_SCHEDULER_INTERVAL", "250ms", DURATION,
+         AT(scheduler_interval_ms), 250, NULL},
+        {"MESH_WORKER_OUTBOX_RETENTION", "7d", DURATION,
+         AT(outbox_retention_ms), 7 * 86400000LL, NULL},
+        {"MESH_WORKER_BATCH_WAIT", "0", DURATION, AT(batch_wait_ms), 0, NULL},
+        {"MESH_WORKER_DATABASE_WAIT", "5s", DURATION, AT(database_wait_ms),
+         5000, NULL},
+        {"MESH_WORKER_SCHEMA_REGISTRY_TIMEOUT", "100ms", DURATION,
+         AT(schema_registry_timeout_ms), 100, NULL},
+        {"MESH_WORKER_SCHEMA_REGISTRY_AUTO_REGISTER", "true", BOOLEAN,
+         AT(schema_registry_auto_register), 1, NULL},
+        {"MESH_WORKER_SCHEMA_REGISTRY_AUTO_REGISTER", "yes", BOOLEAN,
+         AT(schema_registry_auto_register), 1, NULL},
+        {"MESH_WORKER_SCHEMA_REGISTRY_AUTO_REGISTER", "1", BOOLEAN,
+         AT(schema_registry_auto_register), 1, NULL},
+        {"MESH_WORKER_SCHEMA_REGISTRY_AUTO_REGISTER", "false", BOOLEAN,
+         AT(schema_registry_auto_register), 0, NULL},
+        {"MESH_WORKER_SCHEMA_REGISTRY_AUTO_REGISTER", "no", BOOLEAN,
+         AT(schema_registry_auto_register), 0, NULL},
+        {"MESH_WORKER_SCHEMA_REGISTRY_AUTO_REGISTER", "0", BOOLEAN,
+         AT(schema_registry_auto_register), 0, NULL},
+        {"MESH_WORKER_SCHEMA_REGISTRY_AUTO_REGISTER", "", BOOLEAN,
+         AT(schema_registry_auto_register), 1, NULL},
+        {"MESH_WORKER_BATCH_SIZE", "1", INTEGER, AT(batch_size), 1, NULL},
+        {"MESH_WORKER_BATCH_SIZE", "10000", INTEGER, AT(batch_size), 10000,
+         NULL},
+        {"MESH_WORKER_RELAY_BATCH_SIZE", "100000", INTEGER,
+         AT(relay_batch_size), 100000, NULL},
+        {"MESH_WORKER_EMBEDDED_PARTITIONS", "3", INTEGER,
+         AT(embedded_partitions), 3, NULL},
+        {"MESH_WORKER_SCHEMA_REGISTRY_CACHE_SIZE", "1000000", INTEGER,
+         AT(schema_registry_cache_size), 1000000, NULL},
+        {"MESH_WORKER_SCHEMA_REGISTRY_URL", "https://registry:8081", STRING,
+         AT(schema_registry_url), 0, "https://registry:8081"},
+        {"MESH_WORKER_SCHEMA_REGISTRY_URL", "http://a:8081, https://b", STRING,
+         AT(schema_registry_url), 0, "http://a:8081, https://b"},
+        {"MESH_WORKER_DATABASE_URL", "postgresql://u@db:5432/mesh", STRING,
+         AT(database_url), 0, "postgresql://u@db:5432/mesh"},
+        {"MESH_WORKER_DATABASE_URL", "host=db dbname=mesh", STRING,
+         AT(database_url), 0, "host=db dbname=mesh"},
+        {"MESH_WORKER_TOPIC_EVENTS", "customer.events.v2", STRING,
+         AT(topic_events), 0, "customer.events.v2"},
+        {"MESH_WORKER_HTTP_ADDR", "", STRING, AT(http_addr), 0, ""},
+#undef AT
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct mw_config cfg;
+        struct mw_error err;
+        const char *field;
+        int64_t seen = 0;
+
+        clear_mesh_worker_env();
+        setenv(cases[i].variable, cases[i].value, 1);
+        memset(&cfg, 0, sizeof(cfg));
+        mw_error_clear(&err);
+        if (config_load(&cfg, &err) != 0)
+            fail_msg("%s=\"%s\" was refused: %s", cases[i].variable,
+                     cases[i].value, err.msg);
+        field = (const char *)&cfg + cases[i].offset;
+        switch (cases[i].kind) {
+        case DURATION:
+            memcpy(&seen, field, sizeof(int64_t));
+            break;
+        case INTEGER:
+        case BOOLEAN: {
+            int n;
+
+            memcpy(&n, field, sizeof(n));
+            seen = n;
+            break;
+        }
+        case STRING: {
+            const char *text;
+
+            memcpy(&text, field, sizeof(text));
+            if (text == NULL || strcmp(text, cases[i].string) != 0)
+                fail_msg("%s=\"%s\": expected \"%s\", got \"%s\"",
+                         cases[i].variable, cases[i].value, cases[i].string,
+                         text != NULL ? text : "(null)");
+            break;
+        }
+        }
+        if (cases[i].kind != STRING && seen != cases[i].number)
+            fail_msg("%s=\"%s\": expected %lld, got %lld", cases[i].variable,
+                     cases[i].value, (long long)cases[i].number,
+                     (long long)seen);
+        config_free(&cfg);
+    }
+    clear_mesh_worker_env();
+}
+
+/*
+ * Every documented variable, set to values that are wrong for most of
+ * them: whatever is refused is refused as a configuration error whose
+ * message names the variable, and never crashes.
+ */
+static void every_refusal_names_its_variable(void **state)
+{
+    static const char *const values[] = {
+        "x", "-1", "0", "1.5", "99999999999999999999", "TRUE",
+        "ftp://x", "http//x", "a b", "1s1", ",",
+    };
+    int refused = 0;
+
+    (void)state;
+    for (const struct config_var *v = config_vars; v->name != NULL; v++) {
+        if (strchr(v->name, '<') != NULL)
+            continue; /* a family (MESH_WORKER_KAFKA_<PROPERTY>) */
+        for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+            struct mw_config cfg;
+            struct mw_error err;
+
+            clear_mesh_worker_env();
+            setenv(v->name, values[i], 1);
+            memset(&cfg, 0, sizeof(cfg));
+            mw_error_clear(&err);
+            if (config_load(&cfg, &err) != 0) {
+                refused++;
+                if (strstr(err.msg, v->name) == NULL)
+                    fail_msg("%s=\"%s\": the message does not name it: %s",
+                             v->name, values[i], err.msg);
+                if (err.code != MW_ERR_CONFIG)
+                    fail_msg("%s=\"%s\": code %d, not a configuration "
+                             "error",
+                             v->name, values[i], (int)err.code);
+            }
+            config_free(&cfg);
+        }
+    }
+    /* The table above is wrong for most variables: it must find some. */
+    if (refused < 40)
+        fail_msg("only %d values were refused", refused);
     clear_mesh_worker_env();
 }
 
@@ -200,6 +375,8 @@ int main(void)
         cmocka_unit_test(durations_parse_or_fail),
         cmocka_unit_test(bad_values_are_refused_naming_their_variable),
         cmocka_unit_test(good_values_are_read),
+        cmocka_unit_test(good_values_are_read_into_their_field),
+        cmocka_unit_test(every_refusal_names_its_variable),
         cmocka_unit_test(passwords_are_redacted_from_any_value),
     };
 
