@@ -270,7 +270,7 @@ struct store_timer {
  * Opens a transaction and claims up to max timers due at now_ms (the
  * worker's clock), oldest first, skipping those another transaction
  * holds, and applies them (see mw_fire_due_timers in
- * migrations/0005_set_based_timers.sql).  Returns 0 with the transaction
+ * migrations/0007_pending_timers.sql).  Returns 0 with the transaction
  * open, to be ended by store_batch_finish with the events of the FIRED
  * timers (or store_batch_abort), and *timers (from arena) set to *count
  * timers in (due_at, id) order: those claimed (at most max) and the
@@ -289,6 +289,20 @@ int store_timers_claim(struct store *store, int64_t now_ms, size_t max,
 int store_timers_pending(struct store *store, int64_t now_ms,
                          int64_t *due_count, int64_t *next_due_ms,
                          struct mw_error *err) MW_MUSTCHECK;
+
+/*
+ * Cancels the pending timers of customer_id (the trial reminder and
+ * conversion only when is_trial_only, else every kind, the termination
+ * included): they move to timer_history as cancelled at now_ms, with no
+ * event, and *cancelled is set to how many.  Runs in the batch
+ * transaction when one is open (store_batch_claim), so that the
+ * cancellation commits with the change that caused it; the caller should
+ * hold the customer's row lock there.  Returns 0, or -1 with err (the
+ * open transaction is then aborted by PostgreSQL).
+ */
+int store_timers_cancel(struct store *store, const char *customer_id,
+                        bool is_trial_only, int64_t now_ms, int64_t *cancelled,
+                        struct mw_error *err);
 
 /*
  * Subscribes this connection to new-timer notifications (LISTEN), then

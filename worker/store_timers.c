@@ -1,11 +1,13 @@
 /*
- * The lifecycle timers (migrations/0003_lifecycle.sql, fired by
- * mw_fire_due_timers as redefined in 0006_withdrawn_timers.sql): the
- * scheduler's claim, which opens a transaction that store_batch_finish
- * ends with the events of the timers that fired, the count and the wait
- * for the next due timer, and the description of a customer, timers
- * included, for operators.  Which timer fires, is cancelled or waits is
- * decided by the database function, not here.
+ * The lifecycle timers (migrations/0003_lifecycle.sql; since
+ * 0007_pending_timers.sql table timers holds the pending ones and
+ * timer_history those that fired or were cancelled, and
+ * mw_fire_due_timers moves them): the scheduler's claim, which opens a
+ * transaction that store_batch_finish ends with the events of the timers
+ * that fired, the count and the wait for the next due timer, the
+ * cancellation of a customer's pending timers, and the description of a
+ * customer, timers included, for operators.  Which timer fires, is
+ * cancelled or waits is decided by the database function, not here.
  *
  * Invariant: "now" is always the worker's clock passed as a parameter,
  * never the database's now(), so MESH_WORKER_CLOCK_OFFSET_MS moves time
@@ -177,9 +179,8 @@ int store_timers_pending(struct store *store, int64_t now_ms,
 {
     static const char sql_pending[] =
         "SELECT (SELECT count(*) FROM timers "
-        "         WHERE fired_at IS NULL AND due_at <= mw_ms_to_ts($1)), "
-        "       (SELECT mw_ts_to_ms(min(due_at)) FROM timers "
-        "         WHERE fired_at IS NULL)";
+        "         WHERE due_at <= mw_ms_to_ts($1)), "
+        "       (SELECT mw_ts_to_ms(min(due_at)) FROM timers)";
     char now[24];
     const char *values[1] = {now};
     PGresult *res;
@@ -210,6 +211,41 @@ int store_timers_wait(struct store *store, int timeout_ms, struct mw_error *err)
     return store_wait_notify(store, sql_listen, &store->is_listening_timers,
                              timeout_ms,
                              "could not wait for timer notifications", err);
+}
+
+int store_timers_cancel(struct store *store, const char *customer_id,
+                        bool is_trial_only, int64_t now_ms, int64_t *cancelled,
+                        struct mw_error *err)
+{
+    static const char sql_cancel[] =
+        "SELECT mw_cancel_pending_timers($1::uuid, $2::text[], $3::bigint)";
+    static const char trial_kinds[] = "{TRIAL_ENDING,TRIAL_CONVERSION}";
+    char now[24];
+    const char *values[3] = {customer_id, is_trial_only ? trial_kinds : NULL,
+                             now};
+    PGresult *res;
+
+    *cancelled = 0;
+    if (!ids_is_uuid(customer_id)) {
+        mw_error_set(err, MW_ERR_INPUT, false,
+                     "could not cancel the customer's timers");
+        mw_error_detail(err, "The customer id \"%s\" is not a UUID.",
+                        customer_id);
+        return -1;
+    }
+    if (store_ensure_connected(store, err) != 0)
+        return -1;
+    snprintf(now, sizeof(now), "%lld", (long long)now_ms);
+    res = PQexecParams(store->conn, sql_cancel, 3, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        store_set_error(store, err, "could not cancel the customer's timers",
+                        res);
+        PQclear(res);
+        return -1;
+    }
+    *cancelled = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return 0;
 }
 
 /* ---- for operators ---- */
@@ -244,7 +280,7 @@ int store_customer_describe(struct store *store, const char *key, char **json,
         "       'request_id', tm.request_id) ORDER BY tm.due_at, tm.id),"
         "       '[]')"
         "     FROM timers tm, c"
-        "     WHERE tm.customer_id = c.customer_id AND tm.fired_at IS NULL)"
+        "     WHERE tm.customer_id = c.customer_id)"
         ")) FROM c";
     char domain[4 * MW_MAX_DOMAIN + 1];
     const char *values[2] = {NULL, domain};

@@ -430,7 +430,7 @@ static void termination_before_trial_end_never_converts(void **state)
     assert_int_equal(ev.recs[0].u.terminated.terminated_at, base + 2 * DAY_MS);
     assert_true(headers_have(&ev, 0, "2222222222222222"));
     assert_true(headers_have(&ev, 0, term.termination->request_id));
-    assert_int_equal(query_num("SELECT count(*) FROM timers WHERE "
+    assert_int_equal(query_num("SELECT count(*) FROM timer_history WHERE "
                                "customer_id = $1 AND cancelled",
                                1, customer),
                      2);
@@ -583,7 +583,8 @@ static void three_schedulers_fire_each_timer_once(void **state)
     assert_int_equal(fired, 2 * CUSTOMERS);
     snprintf(from, sizeof(from), "%lld", (long long)base);
     snprintf(to, sizeof(to), "%lld", (long long)(base + 2 * DAY_MS));
-    assert_int_equal(query_num("SELECT count(*) FROM timers t JOIN customers "
+    assert_int_equal(query_num("SELECT count(*) FROM timer_history t JOIN "
+                               "customers "
                                "c USING (customer_id) WHERE c.created_at = "
                                "mw_ms_to_ts($1) AND t.fired_at = "
                                "mw_ms_to_ts($2) AND NOT t.cancelled",
@@ -749,7 +750,7 @@ static void conversion_then_termination_in_one_batch_both_apply(void **state)
                                3, customer, ms_text(arena, ends),
                                ms_text(arena, effective)),
                      1);
-    assert_int_equal(query_num("SELECT count(*) FROM timers WHERE "
+    assert_int_equal(query_num("SELECT count(*) FROM timer_history WHERE "
                                "customer_id = $1 AND fired_at = "
                                "mw_ms_to_ts($2) AND NOT cancelled",
                                2, customer, ms_text(arena, base + 30 * DAY_MS)),
@@ -799,14 +800,14 @@ static void termination_then_conversion_in_one_batch_cancels_it(void **state)
                                "mw_ms_to_ts($2)",
                                2, customer, ms_text(arena, effective)),
                      1);
-    assert_int_equal(query_num("SELECT count(*) FROM timers WHERE "
+    assert_int_equal(query_num("SELECT count(*) FROM timer_history WHERE "
                                "customer_id = $1 AND kind <> 'TERMINATION' "
                                "AND cancelled AND fired_at = mw_ms_to_ts($2)",
                                2, customer, ms_text(arena, base + 30 * DAY_MS)),
                      2);
-    assert_int_equal(query_num("SELECT count(*) FROM timers WHERE "
+    assert_int_equal(query_num("SELECT count(*) FROM timer_history WHERE "
                                "customer_id = $1 AND kind = 'TERMINATION' "
-                               "AND NOT cancelled AND fired_at IS NOT NULL",
+                               "AND NOT cancelled",
                                1, customer),
                      1);
     codec_destroy(codec);
@@ -842,7 +843,7 @@ static void termination_cancels_timers_not_due_yet(void **state)
     store_batch_abort(store);
 
     assert_int_equal(fire(store, codec, base + 2 * DAY_MS), 1);
-    assert_int_equal(query_num("SELECT count(*) FROM timers WHERE "
+    assert_int_equal(query_num("SELECT count(*) FROM timer_history WHERE "
                                "customer_id = $1 AND kind <> 'TERMINATION' "
                                "AND cancelled AND fired_at = mw_ms_to_ts($2)",
                                2, customer, ms_text(arena, base + 2 * DAY_MS)),
@@ -962,6 +963,66 @@ static void timers_behind_a_held_timer_are_deferred(void **state)
     arena_destroy(arena);
 }
 
+/* ---- cancelling a customer's timers ---- */
+
+static void cancelled_trial_timers_never_fire(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    struct codec *codec = open_codec();
+    struct mw_error err = {0};
+    int64_t base = new_base(), cancelled = -1;
+    const char *customer =
+        create_customer(store, arena, MW_ACCOUNT_TRIAL, base, 14 * DAY_MS,
+                        base + 11 * DAY_MS, NULL);
+    struct events ev;
+
+    (void)state;
+    terminate(store, arena, customer, base + DAY_MS, base + 30 * DAY_MS);
+    check_ok(store_timers_cancel(store, customer, true, base + 2 * DAY_MS,
+                                 &cancelled, &err),
+             &err);
+    assert_int_equal(cancelled, 2);
+    /* The reminder and the conversion are history; the termination waits. */
+    assert_int_equal(query_num("SELECT count(*) FROM timer_history WHERE "
+                               "customer_id = $1 AND cancelled AND kind <> "
+                               "'TERMINATION' AND fired_at = mw_ms_to_ts($2)",
+                               2, customer,
+                               arena_printf(arena, "%lld",
+                                            (long long)(base + 2 * DAY_MS))),
+                     2);
+    assert_int_equal(query_num("SELECT count(*) FROM timers WHERE "
+                               "customer_id = $1 AND kind = 'TERMINATION'",
+                               1, customer),
+                     1);
+    /* Past the trial's end nothing fires; the termination at its time. */
+    assert_int_equal(fire(store, codec, base + 20 * DAY_MS), 0);
+    customer_events(codec, arena, customer, &ev);
+    assert_int_equal(ev.count, 0);
+    check_ok(store_timers_cancel(store, customer, true, base + 21 * DAY_MS,
+                                 &cancelled, &err),
+             &err);
+    assert_int_equal(cancelled, 0);
+    /* Every kind: the termination too. */
+    check_ok(store_timers_cancel(store, customer, false, base + 21 * DAY_MS,
+                                 &cancelled, &err),
+             &err);
+    assert_int_equal(cancelled, 1);
+    assert_int_equal(fire(store, codec, base + 31 * DAY_MS), 0);
+    assert_int_equal(query_num("SELECT count(*) FROM timers WHERE "
+                               "customer_id = $1",
+                               1, customer),
+                     0);
+    /* Not a customer id: an error naming it, nothing changed. */
+    assert_int_equal(store_timers_cancel(store, "not-a-uuid", false, base,
+                                         &cancelled, &err),
+                     -1);
+    assert_non_null(strstr(err.detail, "not-a-uuid"));
+    codec_destroy(codec);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
 /* ---- operators ---- */
 
 static void pending_and_describe_show_the_timers(void **state)
@@ -1064,6 +1125,7 @@ int main(void)
         cmocka_unit_test(termination_cancels_timers_not_due_yet),
         cmocka_unit_test_teardown(timers_behind_a_held_timer_are_deferred,
                                   close_holder),
+        cmocka_unit_test(cancelled_trial_timers_never_fire),
         cmocka_unit_test(pending_and_describe_show_the_timers),
     };
 

@@ -98,15 +98,14 @@ def provision(db, kafka, workers, avro_codec, datums, **env):
 
 
 def fired_timers(db):
-    return count(db, "SELECT count(*) FROM timers WHERE fired_at IS NOT NULL "
-                 "AND NOT cancelled")
+    return count(db, "SELECT count(*) FROM timer_history WHERE NOT cancelled")
 
 
 def fire_rate(db):
     """Timers fired per second, from the first to the last fired_at."""
     count, span = db.query(
         "SELECT count(*), extract(epoch FROM max(fired_at) - min(fired_at)) "
-        "FROM timers WHERE fired_at IS NOT NULL AND NOT cancelled")[0]
+        "FROM timer_history WHERE NOT cancelled")[0]
     return count, float(span or 0)
 
 
@@ -142,8 +141,7 @@ def test_thousand_trials_due_at_once_fire_once_across_three_replicas(
         db, kafka, workers, avro_codec):
     datums = [trial(msp_id="msp-%d" % (i % 7)) for i in range(1000)]
     customers = provision(db, kafka, workers, avro_codec, datums)
-    assert db.query("SELECT count(*) FROM timers WHERE fired_at IS NULL"
-                    )[0][0] == 2000
+    assert db.query("SELECT count(*) FROM timers")[0][0] == 2000
 
     started = time.monotonic()
     for _ in range(3):
@@ -164,10 +162,11 @@ def test_thousand_trials_due_at_once_fire_once_across_three_replicas(
                     "AND billable AND billing_starts_at = trial_ends_at"
                     )[0][0] == 1000
     assert db.query("SELECT count(*), count(DISTINCT (customer_id, kind)) "
-                    "FROM timers WHERE fired_at IS NOT NULL") == [(2000,
+                    "FROM timer_history") == [(2000,
                                                                    2000)]
     # Every replica's scheduler took part or stood by; none doubled.
-    assert db.query("SELECT count(*) FROM timers WHERE cancelled")[0][0] == 0
+    assert db.query("SELECT count(*) FROM timer_history WHERE cancelled"
+                    )[0][0] == 0
 
 
 def test_worker_down_with_500_trials_overdue_fires_each_once_after_restart(
@@ -371,3 +370,83 @@ def test_replica_killed_holding_claimed_timers_another_fires_them_once(
     assert len(events) == 150
     check_trial_events_once(events, customers)
     assert fired_timers(db) == 100
+
+
+def migrate_to(db, last):
+    """Applies migrations/ up to version last as `mesh-worker migrate`
+    does, each with its row in schema_migrations."""
+    import psycopg2
+    folder = os.path.join(harness.SOURCE_DIR, "migrations")
+    conn = psycopg2.connect(db.url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE schema_migrations (version integer "
+                        "PRIMARY KEY, name text NOT NULL, applied_at "
+                        "timestamptz NOT NULL DEFAULT now())")
+        for name in sorted(os.listdir(folder)):
+            version = int(name[:4])
+            if not name.endswith(".sql") or version > last:
+                continue
+            with open(os.path.join(folder, name)) as f, conn, \
+                    conn.cursor() as cur:
+                cur.execute(f.read())
+                cur.execute("INSERT INTO schema_migrations (version, name) "
+                            "VALUES (%s, %s)", (version, name))
+    finally:
+        conn.close()
+
+
+def test_timers_pending_before_the_upgrade_fire_once_after_it(
+        db, kafka, workers, avro_codec):
+    # A database at 0006, where every timer stays in one table: 30 trials
+    # whose reminders fired there, their conversions still pending.
+    migrate_to(db, 6)
+    created = now_ms() - 60 * 1000
+    customers = [harness.customer_id("upgrade-%d" % i) for i in range(30)]
+    for i, customer in enumerate(customers):
+        db.query(
+            "INSERT INTO customers (customer_id, request_id, msp_id, "
+            "msp_domain, requested_by, company_name, primary_domain, "
+            "mail_platform, service, account_type, licenses, "
+            "default_admin_email, apply_global_rules, msp_management, "
+            "two_factor_required, monitor_mode, billable, status, "
+            "created_at, billing_starts_at, trial_ends_at, traceparent) "
+            "VALUES (%s, %s, 'msp-1', 'msp.example', 'user@msp.example', "
+            "'Contoso', %s, 'MICROSOFT_365', 'MESH_GATEWAY', 'TRIAL', 25, "
+            "'admin@contoso.example', true, true, false, false, false, "
+            "'TRIAL', mw_ms_to_ts(%s), mw_ms_to_ts(%s), mw_ms_to_ts(%s), "
+            "%s)",
+            customer, "upgrade-%d" % i, "upgrade-%d.example" % i, created,
+            created + 14 * DAY_MS, created + 14 * DAY_MS,
+            TRACEPARENT.decode())
+        db.query("INSERT INTO timers (customer_id, kind, due_at, "
+                 "created_at) VALUES (%s, 'TRIAL_ENDING', mw_ms_to_ts(%s), "
+                 "mw_ms_to_ts(%s)), (%s, 'TRIAL_CONVERSION', "
+                 "mw_ms_to_ts(%s), mw_ms_to_ts(%s))",
+                 customer, created + 11 * DAY_MS, created, customer,
+                 created + 14 * DAY_MS, created)
+    fired = db.query("SELECT action, count(*) FROM mw_fire_due_timers(%s, "
+                     "1000) GROUP BY action", created + 12 * DAY_MS)
+    assert fired == [("FIRED", 30)]
+    before = db.query("SELECT id, kind, fired_at FROM timers ORDER BY id")
+
+    # A worker of this release migrates at start, then fires them.
+    w = workers(kafka.bootstrap, db.url, **dict(FAST, **LATER))
+    harness.wait_for(lambda: count(db, "SELECT count(*) FROM timer_history "
+                                   "WHERE NOT cancelled") >= 60, 120,
+                     "the pending conversions to fire")
+    events = read_events(kafka, avro_codec, lambda ev: len(ev) >= 30)
+    assert len(events) == 30
+    assert sorted(d["customer_id"] for n, d, _ in events
+                  if n == "TrialConverted") == sorted(customers)
+    assert w.stop() == 0
+    # Every timer once, with its id, the reminders as they fired at 0006.
+    assert db.query("SELECT count(*) FROM timers")[0][0] == 0
+    after = db.query("SELECT id, kind, fired_at FROM timer_history "
+                     "ORDER BY id")
+    assert [r[:2] for r in after] == [r[:2] for r in before]
+    assert [r for r in after if r[1] == "TRIAL_ENDING"] == \
+        [r for r in before if r[1] == "TRIAL_ENDING"]
+    assert db.query("SELECT count(*) FROM customers WHERE status = 'ACTIVE' "
+                    "AND billable AND billing_starts_at = trial_ends_at"
+                    )[0][0] == 30

@@ -88,11 +88,10 @@ def run_failover(pair, real_kafka, avro_codec, workers):
         old = Database(pair.primary, "mesh")
         harness.wait_for(lambda: old.query(
             "SELECT count(*) FROM requests")[0][0] >= TOTAL // 2 and
-            old.query("SELECT count(*) FROM timers WHERE fired_at IS NOT "
-                      "NULL")[0][0] > 0, 120,
+            old.query("SELECT count(*) FROM timer_history")[0][0] > 0, 120,
             "half the requests and a timer before the crash")
         fired_before = old.query(
-            "SELECT count(*) FROM timers WHERE fired_at IS NOT NULL")[0][0]
+            "SELECT count(*) FROM timer_history")[0][0]
 
         crashed_at = time.time()
         pair.crash_primary()
@@ -118,7 +117,7 @@ def run_failover(pair, real_kafka, avro_codec, workers):
     harness.wait_for(
         lambda: new.query("SELECT count(*) FROM requests")[0][0] ==
         len(distinct) and new.query(
-            "SELECT count(*) FROM timers WHERE fired_at IS NULL")[0][0] == 0
+            "SELECT count(*) FROM timers")[0][0] == 0
         and new.query("SELECT count(*) FROM outbox WHERE published_at IS "
                       "NULL")[0][0] == 0, 300,
         "every outcome, every timer fired and the outbox published",
@@ -129,7 +128,7 @@ def run_failover(pair, real_kafka, avro_codec, workers):
     # in the outbox, the customers converted.
     assert new.query(
         "SELECT count(*), count(DISTINCT (customer_id, kind)), "
-        "count(fired_at) FROM timers") == [(2 * TRIALS, 2 * TRIALS,
+        "count(fired_at) FROM timer_history") == [(2 * TRIALS, 2 * TRIALS,
                                             2 * TRIALS)]
     assert new.query("SELECT count(*) FROM customers WHERE account_type = "
                      "'TRIAL' AND billable AND billing_starts_at = "
@@ -146,8 +145,8 @@ def run_failover(pair, real_kafka, avro_codec, workers):
     # The scheduler and the relay ran on the new primary, and the same
     # worker processes did it.
     promoted = "to_timestamp(%f)" % promoted_at
-    fired_after = new.query("SELECT count(*) FROM timers WHERE fired_at > "
-                            + promoted)[0][0]
+    fired_after = new.query("SELECT count(*) FROM timer_history "
+                            "WHERE fired_at > " + promoted)[0][0]
     published_after = new.query("SELECT count(*) FROM outbox WHERE "
                                 "published_at > " + promoted)[0][0]
     assert fired_before > 0 and fired_after > 0 and published_after > 0
