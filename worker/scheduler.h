@@ -3,7 +3,8 @@
  * reminder, trial conversion, termination) when they are due, writing
  * TrialEnding, TrialConverted and CustomerTerminated to the outbox in the
  * transaction that applies them.  Runs in its own thread with its own
- * database connection and codec; every replica runs one, and the database
+ * database connection and codec, and during a backlog in a second one
+ * with a second connection; every replica runs one, and the database
  * hands each due timer to exactly one of them.
  */
 #ifndef MW_SCHEDULER_H
@@ -23,7 +24,7 @@ struct scheduler;
  * Creates a scheduler (nothing runs yet).  conninfo is copied; codec is
  * taken over (the scheduler destroys it, also when this fails: the caller
  * sets its pointer to NULL either way) and used only from the scheduler's
- * thread.  Returns NULL with err when out of memory.
+ * threads, one at a time.  Returns NULL with err when out of memory.
  */
 struct scheduler *scheduler_new(const struct mw_config *cfg,
                                 const char *conninfo, struct codec *codec,
