@@ -38,7 +38,7 @@
 #define TARGET_P99_MS 50.0
 #define TARGET_RSS_MB 64.0
 #define TARGET_RSS_GROWTH_MB 8.0
-#define TARGET_TIMERS_S 10.0
+#define TARGET_TIMERS_S 5.0
 
 enum phase {
     PHASE_CEILING = 1,

@@ -474,13 +474,13 @@ static void report_timers(struct bench *b, const struct results *r)
 
     if (!r->has_tim) {
         if (!r->is_timers_measured)
-            row("timers", "not measured", "< 10 s", "-");
+            row("timers", "not measured", "< 5 s", "-");
         return;
     }
     snprintf(label, sizeof(label), "timers: %ld due at once", tim->fired);
     snprintf(text, sizeof(text), "%.2f s (%.2f s firing)", tim->seconds,
              tim->fire_seconds);
-    row(label, text, "< 10 s", yes_no(tim->seconds < TARGET_TIMERS_S));
+    row(label, text, "< 5 s", yes_no(tim->seconds < TARGET_TIMERS_S));
     snprintf(text, sizeof(text), "%.1f MB", tim->peak_mb);
     row("  worker RSS peak (creating, firing)", text, "< 64 MB",
         yes_no(tim->peak_mb < TARGET_RSS_MB));
