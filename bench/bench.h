@@ -96,7 +96,7 @@ struct bench {
     bool is_void;
 };
 
-/* ---- bench_util.c: time (beside mw.h's clock), output, buffers, child processes ---- */
+/* ---- bench_util.c: time, output, buffers, child processes ---- */
 
 double seconds(int64_t ns);
 void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -1,12 +1,13 @@
 #!/bin/sh
 # Installs everything mesh-worker needs to build, run and test on Debian 12:
-# compilers (clang and its runtime for the libFuzzer targets) and -dev
-# packages, the PostgreSQL server binaries (the worker and
-# the tests start their own private clusters with initdb/pg_ctl, so Debian's
-# default cluster may stay stopped or absent), the Python packages the
-# integration tests import, a JDK with Maven for the real-broker tests
-# (openssl makes the secured broker's test certificates), and Prometheus for
-# promtool, which checks and unit-tests the alerting rules.
+# compilers (clang and its runtime for the libFuzzer targets), clang-format
+# (scripts/check-format.sh), -dev packages, the PostgreSQL server binaries
+# (the worker and the tests start their own private clusters with
+# initdb/pg_ctl, so Debian's default cluster may stay stopped or absent),
+# the Python packages the integration tests import, a JDK with Maven for
+# the real-broker tests (openssl makes the secured broker's test
+# certificates), and Prometheus for promtool, which checks and unit-tests
+# the alerting rules.
 #
 # Safe to re-run: when every package is already installed it does nothing
 # and does not touch the network.  Run as root, or as a user with sudo.
@@ -19,6 +20,7 @@ PACKAGES="
 build-essential
 clang
 libclang-rt-14-dev
+clang-format
 cmake
 pkg-config
 librdkafka-dev

@@ -113,8 +113,7 @@ static int produce_object(struct producer_ctx *ctx, const json_t *obj,
             RD_KAFKA_V_KEY(key, strlen(key)),
             RD_KAFKA_V_VALUE((void *)bytes, len),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_HEADER("traceparent", traceparent, -1),
-            RD_KAFKA_V_END);
+            RD_KAFKA_V_HEADER("traceparent", traceparent, -1), RD_KAFKA_V_END);
         if (kerr == RD_KAFKA_RESP_ERR__QUEUE_FULL)
             rd_kafka_poll(ctx->rk, 50);
     } while (kerr == RD_KAFKA_RESP_ERR__QUEUE_FULL);
@@ -130,8 +129,8 @@ static int produce_object(struct producer_ctx *ctx, const json_t *obj,
 }
 
 /* Produces every JSON value of a text: objects, arrays of them, lines. */
-static int produce_text(struct producer_ctx *ctx, const char *text,
-                        size_t len, const char *source)
+static int produce_text(struct producer_ctx *ctx, const char *text, size_t len,
+                        const char *source)
 {
     size_t pos = 0;
     int rc = 0;
@@ -144,9 +143,9 @@ static int produce_text(struct producer_ctx *ctx, const char *text,
             pos++;
         if (pos == len)
             break;
-        value = json_loadb(text + pos, len - pos,
-                           JSON_DISABLE_EOF_CHECK | JSON_REJECT_DUPLICATES,
-                           &jerr);
+        value =
+            json_loadb(text + pos, len - pos,
+                       JSON_DISABLE_EOF_CHECK | JSON_REJECT_DUPLICATES, &jerr);
         if (value == NULL) {
             fprintf(stderr, "mesh-worker: %s: invalid JSON at line %d: %s\n",
                     source, jerr.line, jerr.text);
@@ -181,8 +180,7 @@ int cli_produce(int argc, char **argv)
     /* Each request once, and spread over partitions as the Java
      * producer does, whatever the variables say. */
     static const char *const forced[] = {"enable.idempotence", "true",
-                                         "partitioner", "murmur2_random",
-                                         NULL};
+                                         "partitioner", "murmur2_random", NULL};
     struct mw_config cfg;
     struct producer_ctx ctx = {0};
     const char *bootstrap_opt = NULL, *topic_opt = NULL, *bootstrap;
@@ -221,8 +219,8 @@ int cli_produce(int argc, char **argv)
         return rc;
     mw_error_clear(&err);
     ctx.topic = topic_opt ? topic_opt : cfg.topic_requests;
-    if (cli_codec_new(&cfg, ctx.topic, NULL, &ctx.codec, &ctx.registry,
-                      &err) < 0) {
+    if (cli_codec_new(&cfg, ctx.topic, NULL, &ctx.codec, &ctx.registry, &err) <
+        0) {
         rc = cli_fail(&err);
         goto done;
     }
@@ -254,8 +252,8 @@ int cli_produce(int argc, char **argv)
         char *text;
 
         if (f == NULL) {
-            fprintf(stderr, "mesh-worker: could not open \"%s\": %s\n",
-                    argv[i], strerror(errno));
+            fprintf(stderr, "mesh-worker: could not open \"%s\": %s\n", argv[i],
+                    strerror(errno));
             rc = CLI_EXIT_INPUT;
             break;
         }
@@ -281,4 +279,3 @@ done:
     config_free(&cfg);
     return rc;
 }
-

@@ -76,8 +76,7 @@ static struct store *connect_store(const char *conninfo, int64_t limit_ms,
  * connection, or NULL with err.
  */
 static struct store *connect_migrated(const char *conninfo, int64_t wait_ms,
-                                      bool is_check_first,
-                                      struct mw_error *err)
+                                      bool is_check_first, struct mw_error *err)
 {
     int64_t deadline = mw_monotonic_ms() + wait_ms;
     bool is_waiting = false;
@@ -143,10 +142,8 @@ static void warn_async_replication(struct store *store)
                  "committed batches whose offsets Kafka keeps; set "
                  "synchronous_standby_names and synchronous_commit=on",
                  LF_INT("standbys", replication.standbys),
-                 LF_STR("synchronous_standby_names",
-                        replication.standby_names),
-                 LF_STR("synchronous_commit",
-                        replication.synchronous_commit));
+                 LF_STR("synchronous_standby_names", replication.standby_names),
+                 LF_STR("synchronous_commit", replication.synchronous_commit));
 }
 
 int cli_migrate(int argc, char **argv)
@@ -171,9 +168,9 @@ int cli_migrate(int argc, char **argv)
         return rc;
     mw_error_clear(&err);
     conninfo = cli_database(&cfg, &pg, &err);
-    store = conninfo != NULL ? connect_migrated(conninfo, cfg.database_wait_ms,
-                                                false, &err)
-                             : NULL;
+    store = conninfo != NULL
+                ? connect_migrated(conninfo, cfg.database_wait_ms, false, &err)
+                : NULL;
     if (store != NULL) {
         store_destroy(store);
         log_info("cli", "migrations applied");
@@ -207,8 +204,8 @@ struct service {
 static int check_kafka_properties(const struct mw_config *cfg,
                                   struct mw_error *err)
 {
-    static const enum config_kafka_client clients[] = {
-        CONFIG_KAFKA_PRODUCER, CONFIG_KAFKA_CONSUMER};
+    static const enum config_kafka_client clients[] = {CONFIG_KAFKA_PRODUCER,
+                                                       CONFIG_KAFKA_CONSUMER};
 
     for (size_t i = 0; i < sizeof(clients) / sizeof(clients[0]); i++) {
         rd_kafka_conf_t *probe =
@@ -268,8 +265,8 @@ static int start_workers(struct service *svc, const struct mw_config *cfg,
 {
     struct codec *timer_codec;
 
-    if (cli_codec_new(cfg, NULL, cfg->topic_events, &svc->codec,
-                      &svc->registry, err) < 0)
+    if (cli_codec_new(cfg, NULL, cfg->topic_events, &svc->codec, &svc->registry,
+                      err) < 0)
         return -1;
     svc->process = process_new(cfg, svc->codec, svc->store, err);
     if (svc->process == NULL)

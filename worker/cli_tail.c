@@ -27,12 +27,10 @@ static void headers_to_json(const rd_kafka_message_t *rkm, json_t *obj)
     json_t *h = json_object();
 
     if (rd_kafka_message_headers(rkm, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value,
-                                                   &len) == 0;
-             i++) {
+        for (size_t i = 0;
+             rd_kafka_header_get_all(hdrs, i, &name, &value, &len) == 0; i++) {
             json_object_set_new(h, name,
-                                value ? json_stringn(value, len)
-                                      : json_null());
+                                value ? json_stringn(value, len) : json_null());
         }
     }
     json_object_set_new(obj, "headers", h);
@@ -151,8 +149,8 @@ int cli_tail(int argc, char **argv)
         {NULL, 0, NULL, 0}};
     /* Reads from the beginning every time and commits nothing. */
     static const char *const forced[] = {
-        "enable.partition.eof", "true", "group.id", "mesh-worker-tail",
-        "enable.auto.commit", "false", NULL};
+        "enable.partition.eof", "true",  "group.id", "mesh-worker-tail",
+        "enable.auto.commit",   "false", NULL};
     struct mw_config cfg;
     struct tail_limits limits = {.max = -1, .timeout_ms = -1};
     const char *bootstrap_opt = NULL, *topic = NULL, *bootstrap;
@@ -235,8 +233,7 @@ int cli_tail(int argc, char **argv)
         rc = CLI_EXIT_USAGE;
         goto done;
     }
-    limits.partitions =
-        cli_assign_topic(rk, topic, RD_KAFKA_OFFSET_BEGINNING);
+    limits.partitions = cli_assign_topic(rk, topic, RD_KAFKA_OFFSET_BEGINNING);
     if (limits.partitions < 0) {
         rc = CLI_EXIT_FAILURE;
         goto done;
@@ -253,4 +250,3 @@ done:
     config_free(&cfg);
     return rc;
 }
-

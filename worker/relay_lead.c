@@ -106,8 +106,8 @@ enum relay_lead_state relay_lead_step(struct relay_lead *lead)
 void relay_lead_lost(struct relay_lead *lead, const struct mw_error *err)
 {
     atomic_store(&mw_metrics.db_ready, 0);
-    log_warn("relay", "database error; reconnecting",
-             LF_STR("error", err->msg), LF_STR("detail", err->detail));
+    log_warn("relay", "database error; reconnecting", LF_STR("error", err->msg),
+             LF_STR("detail", err->detail));
     relay_lead_release(lead);
 }
 

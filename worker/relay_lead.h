@@ -20,20 +20,20 @@ struct store;
 
 struct relay_lead {
     const struct mw_config *cfg;
-    const char *conninfo;   /* the caller's; outlives the lead */
-    atomic_int *draining;   /* publish what is committed, then stop */
-    atomic_int *stop_now;   /* stop at once */
-    struct store *store;    /* NULL while not connected */
+    const char *conninfo; /* the caller's; outlives the lead */
+    atomic_int *draining; /* publish what is committed, then stop */
+    atomic_int *stop_now; /* stop at once */
+    struct store *store;  /* NULL while not connected */
     bool is_leader;
     int64_t backoff_ms;
     int64_t next_maintenance_ms;
 };
 
 enum relay_lead_state {
-    RELAY_LEAD_HELD,    /* leading, as in the step before */
-    RELAY_LEAD_TAKEN,   /* leading since this step: start over */
-    RELAY_LEAD_WAITED,  /* not leading; waited a while, step again */
-    RELAY_LEAD_STOP     /* draining while not leading: nothing to publish */
+    RELAY_LEAD_HELD,   /* leading, as in the step before */
+    RELAY_LEAD_TAKEN,  /* leading since this step: start over */
+    RELAY_LEAD_WAITED, /* not leading; waited a while, step again */
+    RELAY_LEAD_STOP    /* draining while not leading: nothing to publish */
 };
 
 /* Sets lead up, not connected.  Can't fail. */
