@@ -191,8 +191,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             CONFIG_KAFKA_PRODUCER, CONFIG_KAFKA_CONSUMER};
 
         for (size_t i = 0; i < sizeof clients / sizeof clients[0]; i++) {
-            rd_kafka_conf_t *conf = kafka_conf_new(&cfg, "localhost:9092",
-                                                   clients[i], NULL, &err);
+            rd_kafka_conf_t *conf =
+                kafka_conf_new(&cfg, "localhost:9092", clients[i], NULL, &err);
 
             if (conf == NULL && !canary_elsewhere)
                 check_hidden(&err, "kafka_conf_new");

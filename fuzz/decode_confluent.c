@@ -40,8 +40,7 @@ static const char *fresh_json;       /* served for fresh_id */
 static uint32_t fresh_id = FIRST_FRESH_ID;
 static unsigned char value[MAX_VALUE];
 
-static int fake_fetch(void *ctx, uint32_t id, char **json,
-                      struct mw_error *err)
+static int fake_fetch(void *ctx, uint32_t id, char **json, struct mw_error *err)
 {
     (void)ctx;
     *json = NULL;
@@ -77,10 +76,8 @@ static char *copy(const char *text)
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     struct mw_error err;
-    struct codec_registry registry = {.fetch = fake_fetch,
-                                      .requests_id = 1,
-                                      .events_id = 3,
-                                      .cache_size = 4};
+    struct codec_registry registry = {
+        .fetch = fake_fetch, .requests_id = 1, .events_id = 3, .cache_size = 4};
 
     (void)argc;
     (void)argv;
@@ -161,8 +158,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     if (status >= CODEC_STATUS_COUNT || err.msg[0] == '\0')
-        fuzz_fail("status %d (%s) without a message for dlq.error",
-                  (int)status, codec_status_name(status));
+        fuzz_fail("status %d (%s) without a message for dlq.error", (int)status,
+                  codec_status_name(status));
     if (id == UNREACHABLE_ID && !err.retriable)
         fuzz_fail("a registry away dead-letters the value: %s", err.msg);
     return 0;

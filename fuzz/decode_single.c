@@ -32,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (status == CODEC_OK)
         fuzz_check_round_trip(codec, arena, &rec);
     else if (status >= CODEC_STATUS_COUNT || err.msg[0] == '\0')
-        fuzz_fail("status %d (%s) without a message for dlq.error",
-                  (int)status, codec_status_name(status));
+        fuzz_fail("status %d (%s) without a message for dlq.error", (int)status,
+                  codec_status_name(status));
     return 0;
 }

@@ -90,9 +90,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             pos++;
         if (pos == size)
             break;
-        value = json_loadb(text + pos, size - pos,
-                           JSON_DISABLE_EOF_CHECK | JSON_REJECT_DUPLICATES,
-                           &jerr);
+        value =
+            json_loadb(text + pos, size - pos,
+                       JSON_DISABLE_EOF_CHECK | JSON_REJECT_DUPLICATES, &jerr);
         if (value == NULL)
             return 0;
         if (jerr.position <= 0)

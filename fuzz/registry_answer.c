@@ -85,10 +85,10 @@ static void read_request(int fd)
             continue;
         {
             const char *cl = strcasestr(buf, "\r\nContent-Length:");
-            size_t body = cl != NULL && cl < end
-                              ? strtoul(cl + strlen("\r\nContent-Length:"),
-                                        NULL, 10)
-                              : 0;
+            size_t body =
+                cl != NULL && cl < end
+                    ? strtoul(cl + strlen("\r\nContent-Length:"), NULL, 10)
+                    : 0;
 
             if (len >= (size_t)(end + 4 - buf) + body)
                 return;

@@ -77,8 +77,7 @@ static bool request_is_utf8(const struct mw_request *r)
               is_utf8(r->msp_id) && is_utf8(r->msp_domain) &&
               is_utf8(r->company_name) && is_utf8(r->primary_domain) &&
               is_utf8(r->delivery_destination) &&
-              is_utf8(r->default_admin_email) &&
-              is_utf8(r->policy_template_id);
+              is_utf8(r->default_admin_email) && is_utf8(r->policy_template_id);
 
     for (size_t i = 0; ok && i < r->additional_domains_count; i++)
         ok = is_utf8(r->additional_domains[i]);

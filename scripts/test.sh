@@ -9,7 +9,7 @@
 #   e.g. scripts/test.sh -L unit      only the unit tests
 #        MW_SANITIZE_BUILD=0 scripts/test.sh   skip the sanitizer build
 #        MW_FUZZ_BUILD=0 scripts/test.sh       skip the fuzzing build
-#        MW_FORMAT_CHECK=1 scripts/test.sh     check formatting first
+#        MW_FORMAT_CHECK=0 scripts/test.sh     skip the formatting check
 set -eu
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,10 +17,8 @@ cd "$top"
 
 scripts/install-deps.sh
 
-# Formatting first, before minutes of building.  Off by default until the
-# commit that formats the whole tree with .clang-format turns it on here;
-# until then MW_FORMAT_CHECK=1 runs it.
-if [ "${MW_FORMAT_CHECK:-0}" != 0 ]; then
+# Formatting first, before minutes of building (MW_FORMAT_CHECK=0 skips it).
+if [ "${MW_FORMAT_CHECK:-1}" != 0 ]; then
     echo "== formatting: scripts/check-format.sh"
     scripts/check-format.sh
 fi

@@ -115,11 +115,11 @@ static struct registry *use_registry(const struct mw_config *cfg,
                                      const char *events_topic,
                                      struct mw_error *err)
 {
-    struct codec_registry cr = {
-        .fetch = registry_fetch_schema,
-        .requests_id = -1,
-        .events_id = -1,
-        .cache_size = (size_t)cfg->schema_registry_cache_size};
+    struct codec_registry cr = {.fetch = registry_fetch_schema,
+                                .requests_id = -1,
+                                .events_id = -1,
+                                .cache_size =
+                                    (size_t)cfg->schema_registry_cache_size};
     struct registry *registry;
 
     if (cfg->schema_registry_url == NULL)
@@ -152,8 +152,7 @@ int cli_codec_new(const struct mw_config *cfg, const char *requests_topic,
     if (*codec == NULL)
         return -1;
     mw_error_clear(err);
-    *registry =
-        use_registry(cfg, *codec, requests_topic, events_topic, err);
+    *registry = use_registry(cfg, *codec, requests_topic, events_topic, err);
     if (*registry == NULL && err->code != MW_ERR_NONE) {
         codec_destroy(*codec);
         *codec = NULL;
@@ -230,8 +229,8 @@ int cli_assign_topic(rd_kafka_t *rk, const char *topic, int64_t offset)
                                   : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
     if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
         fprintf(stderr,
-                "mesh-worker: could not read the partitions of %s: %s\n",
-                topic, rd_kafka_err2str(kerr));
+                "mesh-worker: could not read the partitions of %s: %s\n", topic,
+                rd_kafka_err2str(kerr));
         if (md != NULL)
             rd_kafka_metadata_destroy(md);
         return -1;
@@ -246,8 +245,9 @@ int cli_assign_topic(rd_kafka_t *rk, const char *topic, int64_t offset)
     kerr = rd_kafka_assign(rk, parts);
     rd_kafka_topic_partition_list_destroy(parts);
     if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        fprintf(stderr, "mesh-worker: could not assign the partitions of "
-                        "%s: %s\n",
+        fprintf(stderr,
+                "mesh-worker: could not assign the partitions of "
+                "%s: %s\n",
                 topic, rd_kafka_err2str(kerr));
         return -1;
     }

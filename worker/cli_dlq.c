@@ -74,8 +74,9 @@ static int replay(int argc, char **argv)
     /* Reads from where it is told, commits nothing, and writes each
      * message once, partitioned by key as the worker's producers do. */
     static const char *const consumer_forced[] = {
-        "group.id", "mesh-worker-dlq-replay", "enable.partition.eof", "true",
-        "enable.auto.commit", "false", NULL};
+        "group.id", "mesh-worker-dlq-replay", "enable.partition.eof",
+        "true",     "enable.auto.commit",     "false",
+        NULL};
     static const char *const producer_forced[] = {
         "enable.idempotence", "true", "partitioner", "murmur2_random", NULL};
     struct mw_config cfg;
@@ -87,8 +88,7 @@ static int replay(int argc, char **argv)
     rd_kafka_t *consumer = NULL, *producer = NULL;
 
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "b:r:o:n:dh", options, NULL)) !=
-           -1) {
+    while ((opt = getopt_long(argc, argv, "b:r:o:n:dh", options, NULL)) != -1) {
         switch (opt) {
         case 'b':
             bootstrap = optarg;
@@ -119,10 +119,10 @@ static int replay(int argc, char **argv)
     rc = cli_load_tool_config(&cfg, bootstrap, &bootstrap);
     if (rc != 0)
         return rc;
-    cconf = cli_kafka_conf(&cfg, bootstrap, CONFIG_KAFKA_CONSUMER,
-                           consumer_forced);
-    pconf = cli_kafka_conf(&cfg, bootstrap, CONFIG_KAFKA_PRODUCER,
-                           producer_forced);
+    cconf =
+        cli_kafka_conf(&cfg, bootstrap, CONFIG_KAFKA_CONSUMER, consumer_forced);
+    pconf =
+        cli_kafka_conf(&cfg, bootstrap, CONFIG_KAFKA_PRODUCER, producer_forced);
     if (cconf == NULL || pconf == NULL) {
         if (cconf != NULL)
             rd_kafka_conf_destroy(cconf);

@@ -280,8 +280,8 @@ static enum codec_status header_truncated(const char *framing, size_t len,
 {
     mw_error_set(err, MW_ERR_DECODE, false,
                  "corrupt Avro: the %s header is truncated", framing);
-    mw_error_detail(err, "The value is %zu bytes; the header alone is %d.",
-                    len, header_len);
+    mw_error_detail(err, "The value is %zu bytes; the header alone is %d.", len,
+                    header_len);
     return CODEC_CORRUPT_AVRO;
 }
 
@@ -318,7 +318,6 @@ decode_single_object(struct codec *codec, const unsigned char *buf, size_t len,
     mw_error_hint(err, "Encode with the schemas published in schemas/.");
     return CODEC_UNKNOWN_SCHEMA;
 }
-
 
 /*
  * Confluent framing: the writer schema is registry id buf[1..5), read

@@ -588,8 +588,7 @@ static int set_default(avro_value_t *v, json_t *def, int depth)
     case AVRO_ARRAY:
         if (!json_is_array(def) || avro_value_reset(v) != 0)
             return -1;
-        json_array_foreach(def, i, item)
-        {
+        json_array_foreach(def, i, item) {
             if (avro_value_append(v, &child, NULL) != 0 ||
                 set_default(&child, item, depth + 1) != 0)
                 return -1;
@@ -598,8 +597,7 @@ static int set_default(avro_value_t *v, json_t *def, int depth)
     case AVRO_MAP:
         if (!json_is_object(def) || avro_value_reset(v) != 0)
             return -1;
-        json_object_foreach(def, key, item)
-        {
+        json_object_foreach(def, key, item) {
             if (avro_value_add(v, key, &child, NULL, NULL) != 0 ||
                 set_default(&child, item, depth + 1) != 0)
                 return -1;

@@ -30,9 +30,8 @@
 /* avro-c refused a value of field name: err says why; returns -1. */
 static int put_refused(const char *name, int rc, struct mw_error *err)
 {
-    mw_error_set(err, rc == ENOMEM ? MW_ERR_SYSTEM : MW_ERR_INPUT,
-                 rc == ENOMEM, "could not encode field \"%s\": %s", name,
-                 avro_strerror());
+    mw_error_set(err, rc == ENOMEM ? MW_ERR_SYSTEM : MW_ERR_INPUT, rc == ENOMEM,
+                 "could not encode field \"%s\": %s", name, avro_strerror());
     return -1;
 }
 

@@ -187,15 +187,15 @@ static int get_duration(const char *name, const char *def, int64_t min_ms,
     if (v == NULL || v[0] == '\0')
         v = def;
     if (config_parse_duration(v, ms) < 0) {
-        mw_error_set(err, MW_ERR_CONFIG, false, "invalid duration for %s: \"%s\"",
-                     name, v);
+        mw_error_set(err, MW_ERR_CONFIG, false,
+                     "invalid duration for %s: \"%s\"", name, v);
         mw_error_hint(err, "Use a whole number followed by ms, s, m, h or d, "
                            "for example 14d or 500ms.");
         return -1;
     }
     if (*ms < min_ms) {
-        mw_error_set(err, MW_ERR_CONFIG, false, "%s is too short: \"%s\"",
-                     name, v);
+        mw_error_set(err, MW_ERR_CONFIG, false, "%s is too short: \"%s\"", name,
+                     v);
         mw_error_hint(err, "Use at least %lld ms.", (long long)min_ms);
         return -1;
     }
@@ -232,8 +232,8 @@ static void kafka_property_name(const char *suffix, size_t len, char *out,
     size_t i;
 
     for (i = 0; i < len && i + 1 < out_len; i++)
-        out[i] = suffix[i] == '_' ? '.' : (char)tolower(
-                                               (unsigned char)suffix[i]);
+        out[i] =
+            suffix[i] == '_' ? '.' : (char)tolower((unsigned char)suffix[i]);
     out[i] = '\0';
 }
 
@@ -272,8 +272,8 @@ static int load_kafka_props(struct mw_config *cfg, struct mw_error *err)
         if (strncmp(suffix, producer_infix, strlen(producer_infix)) == 0) {
             client = CONFIG_KAFKA_PRODUCER;
             suffix += strlen(producer_infix);
-        } else if (strncmp(suffix, consumer_infix,
-                           strlen(consumer_infix)) == 0) {
+        } else if (strncmp(suffix, consumer_infix, strlen(consumer_infix)) ==
+                   0) {
             client = CONFIG_KAFKA_CONSUMER;
             suffix += strlen(consumer_infix);
         }
@@ -318,8 +318,8 @@ static int load_kafka_props(struct mw_config *cfg, struct mw_error *err)
 /* The codecs librdkafka and every Kafka broker know. */
 static int check_compression(const char *codec, struct mw_error *err)
 {
-    static const char *const codecs[] = {"none", "gzip", "snappy", "lz4",
-                                         "zstd", NULL};
+    static const char *const codecs[] = {"none", "gzip", "snappy",
+                                         "lz4",  "zstd", NULL};
 
     for (size_t i = 0; codecs[i] != NULL; i++) {
         if (strcmp(codec, codecs[i]) == 0)
@@ -386,8 +386,7 @@ static int load_registry(struct mw_config *cfg, struct mw_error *err)
                 /* Only the offending URL, as the others may hold secrets. */
                 char *bad = strndup(u, (size_t)(p + len - u));
 
-                config_redact_url(bad != NULL ? bad : "", shown,
-                                  sizeof(shown));
+                config_redact_url(bad != NULL ? bad : "", shown, sizeof(shown));
                 free(bad);
                 mw_error_set(err, MW_ERR_CONFIG, false,
                              "invalid value for "
@@ -420,14 +419,14 @@ static int load_registry(struct mw_config *cfg, struct mw_error *err)
     return 0;
 }
 
-static int check_topic(const char *var, const char *topic,
-                       struct mw_error *err)
+static int check_topic(const char *var, const char *topic, struct mw_error *err)
 {
     size_t n = strlen(topic);
 
-    if (n == 0 || n > 249 || strspn(topic, "abcdefghijklmnopqrstuvwxyz"
-                                           "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                           "0123456789._-") != n) {
+    if (n == 0 || n > 249 ||
+        strspn(topic, "abcdefghijklmnopqrstuvwxyz"
+                      "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                      "0123456789._-") != n) {
         mw_error_set(err, MW_ERR_CONFIG, false,
                      "invalid topic name for %s: \"%s\"", var, topic);
         mw_error_hint(err, "A topic name has 1 to 249 letters, digits, "
@@ -447,8 +446,8 @@ static int load_delivery(struct mw_config *cfg, struct mw_error *err)
     char *delivery = NULL;
     int rc = -1;
 
-    if (get_string("MESH_WORKER_DELIVERY", "at-least-once", &delivery,
-                   err) < 0 ||
+    if (get_string("MESH_WORKER_DELIVERY", "at-least-once", &delivery, err) <
+            0 ||
         get_string("MESH_WORKER_RELAY_TRANSACTIONAL_ID", NULL,
                    &cfg->relay_transactional_id, err) < 0)
         goto done;
@@ -480,8 +479,7 @@ static int load_delivery(struct mw_config *cfg, struct mw_error *err)
             mw_error_no_memory(err);
             goto done;
         }
-        snprintf(cfg->relay_transactional_id, len, "%s.relay",
-                 cfg->group_id);
+        snprintf(cfg->relay_transactional_id, len, "%s.relay", cfg->group_id);
     }
     rc = 0;
 done:
@@ -497,20 +495,20 @@ int config_load(struct mw_config *cfg, struct mw_error *err)
     memset(cfg, 0, sizeof(*cfg));
     if (get_string("MESH_WORKER_KAFKA_BOOTSTRAP_SERVERS", NULL,
                    &cfg->kafka_bootstrap_servers, err) < 0 ||
-        get_string("MESH_WORKER_DATABASE_URL", NULL, &cfg->database_url,
-                   err) < 0 ||
+        get_string("MESH_WORKER_DATABASE_URL", NULL, &cfg->database_url, err) <
+            0 ||
         get_string("MESH_WORKER_SCHEMA_REGISTRY_URL", NULL,
                    &cfg->schema_registry_url, err) < 0 ||
-        get_string("MESH_WORKER_DATA_DIR", "./mesh-worker-data",
-                   &cfg->data_dir, err) < 0 ||
+        get_string("MESH_WORKER_DATA_DIR", "./mesh-worker-data", &cfg->data_dir,
+                   err) < 0 ||
         get_string("MESH_WORKER_TOPIC_REQUESTS", "customer.requests",
                    &cfg->topic_requests, err) < 0 ||
         get_string("MESH_WORKER_TOPIC_EVENTS", "customer.events",
                    &cfg->topic_events, err) < 0 ||
         get_string("MESH_WORKER_TOPIC_DLQ", "customer.requests.dlq",
                    &cfg->topic_dlq, err) < 0 ||
-        get_string("MESH_WORKER_GROUP_ID", "mesh-worker", &cfg->group_id,
-                   err) < 0 ||
+        get_string("MESH_WORKER_GROUP_ID", "mesh-worker", &cfg->group_id, err) <
+            0 ||
         get_string("MESH_WORKER_EVENTS_COMPRESSION", CONFIG_EVENTS_COMPRESSION,
                    &cfg->events_compression, err) < 0 ||
         get_string("MESH_WORKER_LOG_LEVEL", "info", &level, err) < 0)
@@ -617,8 +615,7 @@ static void append(char *out, size_t len, size_t *pos, const char *s, size_t n)
  * hidden up to the next character of stops (or the end of the n bytes).
  */
 static void append_hiding_passwords(char *out, size_t len, size_t *pos,
-                                    const char *s, size_t n,
-                                    const char *stops)
+                                    const char *s, size_t n, const char *stops)
 {
     static const char key[] = "password=";
     const char *end = s + n;

@@ -46,10 +46,10 @@ struct mw_config {
     char *topic_events;
     char *topic_dlq;
     char *group_id;
-    char *events_compression; /* compression.codec of the relay */
-    bool is_exactly_once;        /* MESH_WORKER_DELIVERY=exactly-once */
+    char *events_compression;     /* compression.codec of the relay */
+    bool is_exactly_once;         /* MESH_WORKER_DELIVERY=exactly-once */
     char *relay_transactional_id; /* exactly-once: the relay's producer */
-    char *http_addr; /* "" disables the HTTP server */
+    char *http_addr;              /* "" disables the HTTP server */
     enum log_level log_level;
     int64_t trial_period_ms;
     int64_t trial_reminder_ms;

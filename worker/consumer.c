@@ -38,7 +38,7 @@ struct consumer {
     struct mw_arena *arena;
     rd_kafka_message_t **batch;
     struct process_msg *msgs;
-    int paused; /* processing failed: every partition is held */
+    int paused;     /* processing failed: every partition is held */
     int joined;     /* the group gave us an assignment (maybe empty) */
     int brokers_up; /* the last statistics saw a broker up */
     /* Kafka refused our credentials before we ever joined: start-up
@@ -73,8 +73,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (!c->paused)
             rd_kafka_commit(rk, NULL, 0);
         error = rd_kafka_incremental_unassign(rk, parts);
-        log_info("consumer", "partitions revoked",
-                 LF_INT("count", parts->cnt));
+        log_info("consumer", "partitions revoked", LF_INT("count", parts->cnt));
     }
     if (error != NULL) {
         log_error("consumer", "could not change the assignment",
@@ -91,8 +90,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
 }
 
-static void on_error(rd_kafka_t *rk, int err, const char *reason,
-                     void *opaque)
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     struct consumer *c = opaque;
 
@@ -179,18 +177,27 @@ struct consumer *consumer_new(const struct mw_config *cfg,
          * fetch.max.bytes: 64 partitions at 1 MB each peaked at 129 MB;
          * a larger message than fetch.message.max.bytes still comes:
          * librdkafka grows this limit until it fits. */
-        const char *const defaults[] = {
-            "group.id", cfg->group_id,
-            "partition.assignment.strategy", "cooperative-sticky",
-            "enable.auto.commit", "false",
-            "enable.auto.offset.store", "false",
-            "auto.offset.reset", "earliest",
-            "statistics.interval.ms", "2000",
-            "fetch.wait.max.ms", "10",
-            "queued.max.messages.kbytes", "4096",
-            "fetch.max.bytes", "2097152",
-            "fetch.message.max.bytes", "262144",
-            NULL};
+        const char *const defaults[] = {"group.id",
+                                        cfg->group_id,
+                                        "partition.assignment.strategy",
+                                        "cooperative-sticky",
+                                        "enable.auto.commit",
+                                        "false",
+                                        "enable.auto.offset.store",
+                                        "false",
+                                        "auto.offset.reset",
+                                        "earliest",
+                                        "statistics.interval.ms",
+                                        "2000",
+                                        "fetch.wait.max.ms",
+                                        "10",
+                                        "queued.max.messages.kbytes",
+                                        "4096",
+                                        "fetch.max.bytes",
+                                        "2097152",
+                                        "fetch.message.max.bytes",
+                                        "262144",
+                                        NULL};
 
         conf = kafka_conf_new(cfg, bootstrap, CONFIG_KAFKA_CONSUMER, defaults,
                               err);
@@ -356,8 +363,7 @@ static void commit_batch(struct consumer *c, size_t count)
             rd_kafka_topic_partition_list_find(offsets, topic, m->partition);
 
         if (p == NULL)
-            p = rd_kafka_topic_partition_list_add(offsets, topic,
-                                                  m->partition);
+            p = rd_kafka_topic_partition_list_add(offsets, topic, m->partition);
         if (m->offset + 1 > p->offset)
             p->offset = m->offset + 1;
     }

@@ -462,8 +462,7 @@ static void check_members(struct from *f, const struct record_table *table)
     const char *key;
     json_t *value;
 
-    json_object_foreach((json_t *)f->obj, key, value)
-    {
+    json_object_foreach((json_t *)f->obj, key, value) {
         bool is_known = strcmp(key, "type") == 0;
 
         (void)value;

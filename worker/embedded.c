@@ -231,8 +231,8 @@ static int find_blocking_dir(const char *path, const struct passwd *user,
     return WEXITSTATUS(status);
 }
 
-static int make_dir(const char *path, const struct passwd *owner,
-                    mode_t mode, struct mw_error *err)
+static int make_dir(const char *path, const struct passwd *owner, mode_t mode,
+                    struct mw_error *err)
 {
     if (mkdir(path, mode) < 0 && errno != EEXIST) {
         mw_error_set(err, MW_ERR_CONFIG, false,
@@ -403,9 +403,14 @@ struct embedded_pg *embedded_pg_start(const char *data_dir,
     }
     snprintf(version_file, sizeof(version_file), "%s/PG_VERSION", pg->pgdata);
     if (stat(version_file, &st) < 0) {
-        char *const initdb[] = {"initdb",     "-D",       pg->pgdata,
-                                "--auth=trust", "--username=postgres",
-                                "--encoding=UTF8", "--no-locale", "--no-sync",
+        char *const initdb[] = {"initdb",
+                                "-D",
+                                pg->pgdata,
+                                "--auth=trust",
+                                "--username=postgres",
+                                "--encoding=UTF8",
+                                "--no-locale",
+                                "--no-sync",
                                 NULL};
 
         log_info("embedded", "initialising the embedded PostgreSQL",
@@ -434,9 +439,9 @@ struct embedded_pg *embedded_pg_start(const char *data_dir,
              "-c listen_addresses= -c unix_socket_directories=%s -p 5432",
              pg->rundir);
     {
-        char *const start[] = {"pg_ctl", "-D",     pg->pgdata, "-l",
-                               pg->logfile, "-w",  "-t",       "60",
-                               "-o",     opts,     "start",    NULL};
+        char *const start[] = {"pg_ctl",    "-D", pg->pgdata, "-l",
+                               pg->logfile, "-w", "-t",       "60",
+                               "-o",        opts, "start",    NULL};
 
         if (run(pg, start) != 0) {
             mw_error_set(err, MW_ERR_DATABASE, false,
@@ -464,8 +469,8 @@ void embedded_pg_stop(struct embedded_pg *pg)
     if (pg == NULL)
         return;
     if (pg->started) {
-        char *const stop[] = {"pg_ctl", "-D", pg->pgdata, "-m", "fast",
-                              "-w",     "stop", NULL};
+        char *const stop[] = {"pg_ctl", "-D", pg->pgdata, "-m",
+                              "fast",   "-w", "stop",     NULL};
 
         if (run(pg, stop) != 0)
             log_warn("embedded", "could not stop the embedded PostgreSQL",

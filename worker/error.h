@@ -29,14 +29,14 @@
 
 enum mw_error_code {
     MW_ERR_NONE = 0,
-    MW_ERR_CONFIG,    /* bad configuration: stop start-up */
-    MW_ERR_INPUT,     /* bad input: report, never crash */
-    MW_ERR_DECODE,    /* bytes that do not decode */
-    MW_ERR_DATABASE,  /* PostgreSQL */
-    MW_ERR_KAFKA,     /* Kafka */
-    MW_ERR_REGISTRY,  /* Schema Registry */
-    MW_ERR_SYSTEM,    /* operating system, memory */
-    MW_ERR_SHUTDOWN,  /* interrupted by shutdown */
+    MW_ERR_CONFIG,   /* bad configuration: stop start-up */
+    MW_ERR_INPUT,    /* bad input: report, never crash */
+    MW_ERR_DECODE,   /* bytes that do not decode */
+    MW_ERR_DATABASE, /* PostgreSQL */
+    MW_ERR_KAFKA,    /* Kafka */
+    MW_ERR_REGISTRY, /* Schema Registry */
+    MW_ERR_SYSTEM,   /* operating system, memory */
+    MW_ERR_SHUTDOWN, /* interrupted by shutdown */
 };
 
 struct mw_error {

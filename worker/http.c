@@ -84,14 +84,16 @@ static int is_ready(char *reason, size_t size)
         return 0;
     }
     if (!atomic_load(&mw_metrics.kafka_ready)) {
-        snprintf(reason, size, "Kafka is not reachable or the consumer has "
-                               "not joined its group");
+        snprintf(reason, size,
+                 "Kafka is not reachable or the consumer has "
+                 "not joined its group");
         return 0;
     }
     if (denied != NULL) {
-        snprintf(reason, size, "Kafka denies Write on topic %s "
-                               "(TOPIC_AUTHORIZATION_FAILED); the outbox "
-                               "keeps its events",
+        snprintf(reason, size,
+                 "Kafka denies Write on topic %s "
+                 "(TOPIC_AUTHORIZATION_FAILED); the outbox "
+                 "keeps its events",
                  denied);
         return 0;
     }
@@ -110,8 +112,8 @@ static char *render_metrics(size_t *len)
     t.buf[0] = '\0';
     counter(&t, "mesh_worker_requests_consumed_total",
             "Messages read from the requests topic.", &mw_metrics.consumed);
-    counter(&t, "mesh_worker_customers_provisioned_total",
-            "Customers created.", &mw_metrics.provisioned);
+    counter(&t, "mesh_worker_customers_provisioned_total", "Customers created.",
+            &mw_metrics.provisioned);
     counter(&t, "mesh_worker_requests_rejected_total",
             "CustomerRejected events written (rules, taken domains, "
             "conflicts, terminations).",
@@ -124,8 +126,8 @@ static char *render_metrics(size_t *len)
             &mw_metrics.conflicts);
     counter(&t, "mesh_worker_dlq_messages_total",
             "Messages sent to the dead-letter topic.", &mw_metrics.dlq);
-    counter(&t, "mesh_worker_batches_total",
-            "Batches committed to PostgreSQL.", &mw_metrics.batches);
+    counter(&t, "mesh_worker_batches_total", "Batches committed to PostgreSQL.",
+            &mw_metrics.batches);
     counter(&t, "mesh_worker_batch_failures_total",
             "Batches rolled back and retried.", &mw_metrics.batch_failures);
     counter(&t, "mesh_worker_events_published_total",
@@ -158,12 +160,14 @@ static char *render_metrics(size_t *len)
     for (int i = 0; i < METRICS_LATENCY_BUCKETS; i++) {
         cumulative += get(&mw_metrics.latency_buckets[i]);
         if (i == METRICS_LATENCY_BUCKETS - 1)
-            append(&t, "mesh_worker_batch_duration_seconds_bucket"
-                       "{le=\"+Inf\"} %lld\n",
+            append(&t,
+                   "mesh_worker_batch_duration_seconds_bucket"
+                   "{le=\"+Inf\"} %lld\n",
                    cumulative);
         else
-            append(&t, "mesh_worker_batch_duration_seconds_bucket"
-                       "{le=\"%g\"} %lld\n",
+            append(&t,
+                   "mesh_worker_batch_duration_seconds_bucket"
+                   "{le=\"%g\"} %lld\n",
                    metrics_latency_bounds[i], cumulative);
     }
     append(&t, "mesh_worker_batch_duration_seconds_sum %.6f\n",
@@ -215,8 +219,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn,
                          MHD_RESPMEM_PERSISTENT);
         n = snprintf(body, sizeof(body),
                      "{\"status\":\"not ready\",\"reason\":\"%s\"}\n", reason);
-        return reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, json, body,
-                     (size_t)n, MHD_RESPMEM_MUST_COPY);
+        return reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, json, body, (size_t)n,
+                     MHD_RESPMEM_MUST_COPY);
     }
     if (strcmp(url, "/metrics") == 0) {
         size_t len;
@@ -224,8 +228,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn,
 
         if (text == NULL)
             return MHD_NO;
-        return reply(conn, MHD_HTTP_OK, "text/plain; version=0.0.4", text,
-                     len, MHD_RESPMEM_MUST_FREE);
+        return reply(conn, MHD_HTTP_OK, "text/plain; version=0.0.4", text, len,
+                     MHD_RESPMEM_MUST_FREE);
     }
     return reply(conn, MHD_HTTP_NOT_FOUND, json, not_found, strlen(not_found),
                  MHD_RESPMEM_PERSISTENT);

@@ -227,12 +227,12 @@ int kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
          * spelled with underscores: MESH_WORKER_KAFKA_LOG_LEVEL means
          * log_level. */
         underscore(name, underscored, sizeof(underscored));
-        res = rd_kafka_conf_set(conf, underscored, value, errstr,
-                                sizeof(errstr));
+        res =
+            rd_kafka_conf_set(conf, underscored, value, errstr, sizeof(errstr));
     }
     if (res != RD_KAFKA_CONF_OK) {
-        mw_error_set(err, MW_ERR_CONFIG, false,
-                     "invalid Kafka property \"%s\"", name);
+        mw_error_set(err, MW_ERR_CONFIG, false, "invalid Kafka property \"%s\"",
+                     name);
         mw_error_detail(err, "%s", errstr);
         mw_error_hint(err, "Check the MESH_WORKER_KAFKA_* variable that sets "
                            "it; names follow librdkafka's CONFIGURATION.md "
@@ -282,8 +282,7 @@ static int check_property(const struct config_kafka_prop *kp,
 
     if (p == NULL) {
         mw_error_set(err, MW_ERR_CONFIG, false,
-                     "unknown Kafka property in %s: \"%s\"", kp->var,
-                     kp->name);
+                     "unknown Kafka property in %s: \"%s\"", kp->var, kp->name);
         mw_error_hint(err, "Names follow librdkafka's CONFIGURATION.md, "
                            "in upper case with dots written as "
                            "underscores.");
@@ -291,11 +290,10 @@ static int check_property(const struct config_kafka_prop *kp,
     }
     if ((kp->client == CONFIG_KAFKA_PRODUCER && p->scope == 'C') ||
         (kp->client == CONFIG_KAFKA_CONSUMER && p->scope == 'P')) {
-        mw_error_set(err, MW_ERR_CONFIG, false,
-                     "%s sets %s, a %s property, for the %ss", kp->var,
-                     p->name, p->scope == 'C' ? "consumer" : "producer",
-                     kp->client == CONFIG_KAFKA_PRODUCER ? "producer"
-                                                         : "consumer");
+        mw_error_set(
+            err, MW_ERR_CONFIG, false, "%s sets %s, a %s property, for the %ss",
+            kp->var, p->name, p->scope == 'C' ? "consumer" : "producer",
+            kp->client == CONFIG_KAFKA_PRODUCER ? "producer" : "consumer");
         mw_error_hint(err, "Use MESH_WORKER_KAFKA_<PROPERTY>: it reaches "
                            "exactly the clients a property applies to.");
         return -1;
@@ -474,9 +472,8 @@ int kafka_headers_add_all(struct kafka_headers_buf *hb,
 
     if (hdrs == NULL)
         return 0;
-    for (size_t i = 0;
-         rd_kafka_header_get_all(hdrs, i, &name, &value, &len) ==
-         RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &len) ==
+                       RD_KAFKA_RESP_ERR_NO_ERROR;
          i++) {
         if (kafka_headers_add(hb, name, value, value ? (ssize_t)len : -1) < 0)
             return -1;

@@ -37,8 +37,8 @@ void log_write(enum log_level level, const char *module, const char *msg,
     do {                                                                       \
         if (log_enabled(level))                                                \
             log_write(level, module, msg,                                      \
-                      (const struct log_field[]){__VA_ARGS__ __VA_OPT__(, ){   \
-                          .key = 0}});                                         \
+                      (const struct log_field[]){                              \
+                          __VA_ARGS__ __VA_OPT__(, ){.key = 0}});              \
     } while (0)
 
 #define log_debug(module, msg, ...) MW_LOG(LOG_DEBUG, module, msg, __VA_ARGS__)

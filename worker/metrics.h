@@ -25,11 +25,11 @@ struct mw_metrics {
     atomic_llong timers_fired;   /* lifecycle timers handled */
     atomic_llong outbox_backlog; /* unpublished rows (gauge) */
     atomic_llong outbox_oldest_age_ms; /* age of the oldest (gauge) */
-    atomic_llong consumer_lag;   /* sum over assigned partitions (gauge) */
-    atomic_llong due_timers;     /* timers due and not yet fired (gauge) */
+    atomic_llong consumer_lag;        /* sum over assigned partitions (gauge) */
+    atomic_llong due_timers;          /* timers due and not yet fired (gauge) */
     atomic_llong assigned_partitions; /* gauge */
-    atomic_int db_ready;         /* 1 when the last database call worked */
-    atomic_int kafka_ready;      /* 1 when the consumer sees its brokers */
+    atomic_int db_ready;              /* 1 when the last database call worked */
+    atomic_int kafka_ready;           /* 1 when the consumer sees its brokers */
     /* The topic Kafka last refused the relay's writes to (ACLs), until a
      * write to it succeeds; NULL when none.  Points into the config. */
     const char *_Atomic write_denied_topic;

@@ -17,8 +17,8 @@ const char *const mw_mail_platform_names[MW_PLATFORM_COUNT] = {
     "MICROSOFT_365", "GOOGLE_WORKSPACE", "EXCHANGE_ON_PREMISES", "OTHER"};
 const char *const mw_service_names[MW_SERVICE_COUNT] = {
     "MESH_GATEWAY", "MESH_365", "MESH_UNIFIED"};
-const char *const mw_account_type_names[MW_ACCOUNT_COUNT] = {
-    "BUY_NOW", "TRIAL", "NFR"};
+const char *const mw_account_type_names[MW_ACCOUNT_COUNT] = {"BUY_NOW", "TRIAL",
+                                                             "NFR"};
 const char *const mw_installation_names[MW_INSTALL_COUNT] = {
     "MX_RECORDS", "M365_API_CONSENT", "MX_RECORDS_AND_M365_API_CONSENT"};
 const char *const mw_rejection_code_names[MW_REJ_COUNT] = {
@@ -35,8 +35,9 @@ const char *const mw_rejection_code_names[MW_REJ_COUNT] = {
     "NOT_CUSTOMER_OWNER",
     "ALREADY_TERMINATED"};
 const char *const mw_record_names[MW_REC_COUNT] = {
-    "CustomerRequested", "CustomerTerminationRequested", "CustomerCreated",
-    "CustomerRejected",  "TrialEnding",                  "TrialConverted",
+    "CustomerRequested", "CustomerTerminationRequested",
+    "CustomerCreated",   "CustomerRejected",
+    "TrialEnding",       "TrialConverted",
     "CustomerTerminated"};
 
 int mw_enum_lookup(const char *const *names, int count, const char *name)
@@ -68,8 +69,7 @@ int64_t mw_now_ms(void)
     struct timespec ts;
 
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 +
-           clock_offset_ms();
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + clock_offset_ms();
 }
 
 int64_t mw_monotonic_ns(void)

@@ -10,6 +10,9 @@
  */
 #include "record.h"
 
+/* One field a line, in schema order: clang-format would pack the tables
+ * and brace each macro. */
+/* clang-format off */
 #define AT(rec, member) offsetof(struct mw_record, u.rec.member)
 
 #define STRING(rec, m) {.name = #m, .kind = RECORD_STRING, .offset = AT(rec, m)}
@@ -199,6 +202,7 @@ static const struct record_table tables[MW_REC_COUNT] = {
     TABLE("TrialConverted", trial_converted_fields),
     TABLE("CustomerTerminated", terminated_fields),
 };
+/* clang-format on */
 
 const struct record_table *record_table(enum mw_record_type type)
 {

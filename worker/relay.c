@@ -91,8 +91,8 @@ struct relay {
     struct window window;
     pthread_t thread;
     int started;
-    atomic_int draining;   /* publish what is committed, then stop */
-    atomic_int stop_now;   /* stop at once */
+    atomic_int draining; /* publish what is committed, then stop */
+    atomic_int stop_now; /* stop at once */
     atomic_int finished;
     pthread_mutex_t lock;
     pthread_cond_t done;
@@ -185,8 +185,8 @@ static void note_written(const char *topic)
 {
     const char *denied = topic;
 
-    if (atomic_compare_exchange_strong(&mw_metrics.write_denied_topic,
-                                       &denied, NULL))
+    if (atomic_compare_exchange_strong(&mw_metrics.write_denied_topic, &denied,
+                                       NULL))
         log_info("relay", "Kafka accepts writes to the topic again",
                  LF_STR("topic", topic));
 }
@@ -259,18 +259,27 @@ struct relay *relay_new(const struct mw_config *cfg, const char *conninfo,
          * not refuse what the consumer accepted: the broker's
          * max.message.bytes of the DLQ topic is the limit. */
         bool is_gzip = strcmp(cfg->events_compression, "gzip") == 0;
-        const char *const defaults[] = {
-            "enable.idempotence", "true",
-            "acks", "all",
-            "linger.ms", "0",
-            "socket.nagle.disable", "true",
-            "message.timeout.ms", "0",
-            "partitioner", "murmur2_random",
-            "compression.codec", cfg->events_compression,
-            "compression.level", is_gzip ? "1" : "-1",
-            "message.max.bytes", "100000000",
-            "client.id", "mesh-worker-relay",
-            NULL};
+        const char *const defaults[] = {"enable.idempotence",
+                                        "true",
+                                        "acks",
+                                        "all",
+                                        "linger.ms",
+                                        "0",
+                                        "socket.nagle.disable",
+                                        "true",
+                                        "message.timeout.ms",
+                                        "0",
+                                        "partitioner",
+                                        "murmur2_random",
+                                        "compression.codec",
+                                        cfg->events_compression,
+                                        "compression.level",
+                                        is_gzip ? "1" : "-1",
+                                        "message.max.bytes",
+                                        "100000000",
+                                        "client.id",
+                                        "mesh-worker-relay",
+                                        NULL};
 
         conf = kafka_conf_new(cfg, bootstrap, CONFIG_KAFKA_PRODUCER, defaults,
                               err);
@@ -468,7 +477,8 @@ static void publish_at_least_once(struct relay *r)
         notified = store_outbox_wait(lead.store, wait_ms, &err);
         if (notified < 0)
             goto db_error;
-        is_due = notified == 1 || mw_monotonic_ms() - fetched_at >= IDLE_WAIT_MS;
+        is_due =
+            notified == 1 || mw_monotonic_ms() - fetched_at >= IDLE_WAIT_MS;
         continue;
     db_error:
         relay_lead_lost(&lead, &err);
@@ -539,8 +549,8 @@ void relay_destroy(struct relay *r)
     relay_stop(r, 0);
     relay_txn_destroy(r->txn);
     if (r->rk != NULL) {
-        rd_kafka_purge(r->rk, RD_KAFKA_PURGE_F_QUEUE |
-                                  RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_purge(r->rk,
+                       RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_flush(r->rk, 1000);
         rd_kafka_destroy(r->rk);
     }

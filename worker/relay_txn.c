@@ -110,8 +110,8 @@ static rd_kafka_t *reader_new(const struct mw_config *cfg,
                               const char *bootstrap, const char *group_id,
                               struct mw_error *err)
 {
-    rd_kafka_conf_t *conf = kafka_conf_new(
-        cfg, bootstrap, CONFIG_KAFKA_CONSUMER, NULL, err);
+    rd_kafka_conf_t *conf =
+        kafka_conf_new(cfg, bootstrap, CONFIG_KAFKA_CONSUMER, NULL, err);
     rd_kafka_t *rk;
     char errstr[512];
 

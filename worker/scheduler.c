@@ -294,8 +294,8 @@ static void *lane_main(void *arg)
             backoff = 100;
         }
         do {
-            if (fire_round(store, s->codec, &s->codec_lock, arena,
-                           mw_now_ms(), BATCH_MAX, &r, &err) < 0)
+            if (fire_round(store, s->codec, &s->codec_lock, arena, mw_now_ms(),
+                           BATCH_MAX, &r, &err) < 0)
                 goto db_error;
             if (r.fired + r.cancelled > 0)
                 log_info("scheduler", "timers fired",

@@ -135,8 +135,7 @@ static int check_object(struct names *n, json_t *node, const char *space)
         return -1;
     rc = 0;
     if (strcmp(type, "record") == 0)
-        rc = check_record_fields(n, json_object_get(node, "fields"),
-                                 own_space);
+        rc = check_record_fields(n, json_object_get(node, "fields"), own_space);
     free(own_space);
     return rc;
 }

@@ -419,8 +419,8 @@ int store_schema_check(struct store *store, bool *may_migrate,
     *may_migrate = false;
     if (store_ensure_connected(store, err) != 0)
         return -1;
-    res = PQexecParams(store->conn, sql_schema_owner, 0, NULL, NULL, NULL,
-                       NULL, 0);
+    res = PQexecParams(store->conn, sql_schema_owner, 0, NULL, NULL, NULL, NULL,
+                       0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         store_set_error(store, err, "could not read the database schema", res);
         PQclear(res);
@@ -434,7 +434,8 @@ int store_schema_check(struct store *store, bool *may_migrate,
         res = PQexecParams(store->conn, sql_applied, 0, NULL, NULL, NULL, NULL,
                            0);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-            store_set_error(store, err, "could not read schema_migrations", res);
+            store_set_error(store, err, "could not read schema_migrations",
+                            res);
             PQclear(res);
             return -1;
         }
@@ -497,7 +498,8 @@ int store_replication_check(struct store *store,
     res = PQexecParams(store->conn, sql_replication, 0, NULL, NULL, NULL, NULL,
                        0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        store_set_error(store, err, "could not read the replication settings", res);
+        store_set_error(store, err, "could not read the replication settings",
+                        res);
         PQclear(res);
         return -1;
     }
@@ -508,9 +510,9 @@ int store_replication_check(struct store *store,
              "%s", names);
     snprintf(replication->synchronous_commit,
              sizeof(replication->synchronous_commit), "%s", commit);
-    replication->is_synchronous =
-        names[0] != '\0' && strcmp(commit, "off") != 0 &&
-        strcmp(commit, "local") != 0;
+    replication->is_synchronous = names[0] != '\0' &&
+                                  strcmp(commit, "off") != 0 &&
+                                  strcmp(commit, "local") != 0;
     PQclear(res);
     return 0;
 }

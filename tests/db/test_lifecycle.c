@@ -637,8 +637,8 @@ static void claimed_timers_are_skipped_then_fired_after_a_crash(void **state)
      * ends the closed session a moment after PQfinish returns, so wait
      * until its lock on the timer is gone. */
     store_destroy(crashing);
-    for (int i = 0; i < 200 &&
-                    query_num("SELECT count(*) FROM (SELECT 1 FROM timers "
+    for (int i = 0;
+         i < 200 && query_num("SELECT count(*) FROM (SELECT 1 FROM timers "
                               "WHERE customer_id = $1 AND fired_at IS NULL "
                               "FOR UPDATE SKIP LOCKED) AS t",
                               1, customer) == 0;
@@ -984,13 +984,13 @@ static void cancelled_trial_timers_never_fire(void **state)
              &err);
     assert_int_equal(cancelled, 2);
     /* The reminder and the conversion are history; the termination waits. */
-    assert_int_equal(query_num("SELECT count(*) FROM timer_history WHERE "
-                               "customer_id = $1 AND cancelled AND kind <> "
-                               "'TERMINATION' AND fired_at = mw_ms_to_ts($2)",
-                               2, customer,
-                               arena_printf(arena, "%lld",
-                                            (long long)(base + 2 * DAY_MS))),
-                     2);
+    assert_int_equal(
+        query_num("SELECT count(*) FROM timer_history WHERE "
+                  "customer_id = $1 AND cancelled AND kind <> "
+                  "'TERMINATION' AND fired_at = mw_ms_to_ts($2)",
+                  2, customer,
+                  arena_printf(arena, "%lld", (long long)(base + 2 * DAY_MS))),
+        2);
     assert_int_equal(query_num("SELECT count(*) FROM timers WHERE "
                                "customer_id = $1 AND kind = 'TERMINATION'",
                                1, customer),
@@ -1014,9 +1014,9 @@ static void cancelled_trial_timers_never_fire(void **state)
                                1, customer),
                      0);
     /* Not a customer id: an error naming it, nothing changed. */
-    assert_int_equal(store_timers_cancel(store, "not-a-uuid", false, base,
-                                         &cancelled, &err),
-                     -1);
+    assert_int_equal(
+        store_timers_cancel(store, "not-a-uuid", false, base, &cancelled, &err),
+        -1);
     assert_non_null(strstr(err.detail, "not-a-uuid"));
     codec_destroy(codec);
     store_destroy(store);

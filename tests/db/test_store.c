@@ -294,8 +294,8 @@ static void schema_check_names_the_first_missing_migration(void **state)
     assert_int_equal(store_schema_check(store, &may_migrate, &err), 1);
     assert_false(err.retriable);
     assert_string_equal(err.msg, "database schema is not up to date");
-    detail = arena_printf(arena, "1 migration not applied, the first \"%s\"",
-                          last);
+    detail =
+        arena_printf(arena, "1 migration not applied, the first \"%s\"", last);
     assert_non_null(strstr(err.detail, detail));
     assert_true(may_migrate); /* the tests' login owns the schema */
 
@@ -588,8 +588,8 @@ static void shared_domain_of_rejected_request_goes_to_next(void **state)
 
     (void)state;
     make_item(arena, &items[0],
-              make_request(arena, arena_printf(arena, "req-%s-0", tag),
-                           "msp-a", held, NULL),
+              make_request(arena, arena_printf(arena, "req-%s-0", tag), "msp-a",
+                           held, NULL),
               1);
     claim_and_commit(store, items, 1, arena);
     assert_int_equal(items[0].outcome, STORE_CREATED);
@@ -597,21 +597,20 @@ static void shared_domain_of_rejected_request_goes_to_next(void **state)
     /* 1 wants held (taken) and shared; 2 wants shared; 3 wants shared and
      * its own domain, after 2 took shared; 0 is a bystander again. */
     make_item(arena, &items[0],
-              make_request(arena, arena_printf(arena, "req-%s-1", tag),
-                           "msp-b", shared, held),
+              make_request(arena, arena_printf(arena, "req-%s-1", tag), "msp-b",
+                           shared, held),
               1);
     make_item(arena, &items[1],
-              make_request(arena, arena_printf(arena, "req-%s-2", tag),
-                           "msp-b", shared, NULL),
+              make_request(arena, arena_printf(arena, "req-%s-2", tag), "msp-b",
+                           shared, NULL),
               1);
     make_item(arena, &items[2],
-              make_request(arena, arena_printf(arena, "req-%s-3", tag),
-                           "msp-b", own, shared),
+              make_request(arena, arena_printf(arena, "req-%s-3", tag), "msp-b",
+                           own, shared),
               1);
     make_item(arena, &items[3],
-              make_request(arena, arena_printf(arena, "req-%s-4", tag),
-                           "msp-b", arena_printf(arena, "x.%s.example", tag),
-                           NULL),
+              make_request(arena, arena_printf(arena, "req-%s-4", tag), "msp-b",
+                           arena_printf(arena, "x.%s.example", tag), NULL),
               1);
     claim_and_commit(store, items, 4, arena);
 
@@ -651,8 +650,8 @@ static void taken_domains_are_listed_in_request_order(void **state)
 
     (void)state;
     make_item(arena, &items[0],
-              make_request(arena, arena_printf(arena, "req-%s-1", tag),
-                           "msp-a", d, b),
+              make_request(arena, arena_printf(arena, "req-%s-1", tag), "msp-a",
+                           d, b),
               1);
     claim_and_commit(store, items, 1, arena);
     assert_int_equal(items[0].outcome, STORE_CREATED);
@@ -666,8 +665,8 @@ static void taken_domains_are_listed_in_request_order(void **state)
     r->additional_domains_count = 3;
     make_item(arena, &items[0], r, 1);
     make_item(arena, &items[1],
-              make_request(arena, arena_printf(arena, "req-%s-3", tag),
-                           "msp-b", a, NULL),
+              make_request(arena, arena_printf(arena, "req-%s-3", tag), "msp-b",
+                           a, NULL),
               1);
     claim_and_commit(store, items, 2, arena);
 
@@ -1343,11 +1342,12 @@ static void fetch_returns_oldest_first_and_mark_hides_them(void **state)
     assert_true(msgs[0].id > ids[1]);
     check_ok(store_outbox_backlog(store, &backlog, &age, &err), &err);
     assert_int_equal(backlog, 1);
-    assert_int_equal(query_num("SELECT count(*) FROM outbox WHERE id IN ($1, $2) "
-                               "AND published_at IS NOT NULL",
-                               2, arena_printf(arena, "%lld", (long long)ids[0]),
-                               arena_printf(arena, "%lld", (long long)ids[1])),
-                     2);
+    assert_int_equal(
+        query_num("SELECT count(*) FROM outbox WHERE id IN ($1, $2) "
+                  "AND published_at IS NOT NULL",
+                  2, arena_printf(arena, "%lld", (long long)ids[0]),
+                  arena_printf(arena, "%lld", (long long)ids[1])),
+        2);
 
     /* Published rows older than the retention go; unpublished stay. */
     assert_int_equal(store_outbox_purge(store, 3600 * 1000, &err), 0);

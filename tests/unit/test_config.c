@@ -46,12 +46,11 @@ static void durations_parse_or_fail(void **state)
         int ok;
         int64_t ms;
     } cases[] = {
-        {"0", 1, 0},          {"1ms", 1, 1},        {"10s", 1, 10000},
-        {"5m", 1, 300000},    {"2h", 1, 7200000},   {"14d", 1, 1209600000},
-        {"", 0, 0},           {"14", 0, 0},         {"14x", 0, 0},
-        {"-1s", 0, 0},        {"s", 0, 0},          {"1.5s", 0, 0},
-        {" 1s", 0, 0},        {"1s ", 0, 0},
-        {"99999999999999999999d", 0, 0},
+        {"0", 1, 0},       {"1ms", 1, 1},      {"10s", 1, 10000},
+        {"5m", 1, 300000}, {"2h", 1, 7200000}, {"14d", 1, 1209600000},
+        {"", 0, 0},        {"14", 0, 0},       {"14x", 0, 0},
+        {"-1s", 0, 0},     {"s", 0, 0},        {"1.5s", 0, 0},
+        {" 1s", 0, 0},     {"1s ", 0, 0},      {"99999999999999999999d", 0, 0},
     };
 
     (void)state;
@@ -60,8 +59,8 @@ static void durations_parse_or_fail(void **state)
         int rc = config_parse_duration(cases[i].text, &ms);
 
         if ((rc == 0) != cases[i].ok)
-            fail_msg("duration \"%s\": expected %s, got rc %d",
-                     cases[i].text, cases[i].ok ? "ok" : "error", rc);
+            fail_msg("duration \"%s\": expected %s, got rc %d", cases[i].text,
+                     cases[i].ok ? "ok" : "error", rc);
         if (cases[i].ok && ms != cases[i].ms)
             fail_msg("duration \"%s\": expected %lld ms, got %lld",
                      cases[i].text, (long long)cases[i].ms, (long long)ms);
@@ -86,8 +85,7 @@ static void bad_values_are_refused_naming_their_variable(void **state)
         {"MESH_WORKER_SCHEMA_REGISTRY_URL", "ftp://registry"},
         {"MESH_WORKER_SCHEMA_REGISTRY_URL", "password=x://"},
         {"MESH_WORKER_SCHEMA_REGISTRY_URL", long_scheme},
-        {"MESH_WORKER_SCHEMA_REGISTRY_URL",
-         "http://a:s3cret@b,password=x://"},
+        {"MESH_WORKER_SCHEMA_REGISTRY_URL", "http://a:s3cret@b,password=x://"},
         {"MESH_WORKER_HTTP_ADDR", "9464"},
         {"MESH_WORKER_DELIVERY", "twice"},
         {"MESH_WORKER_SCHEMA_REGISTRY_AUTO_REGISTER", "TRUE"},
@@ -126,8 +124,8 @@ static void bad_values_are_refused_naming_their_variable(void **state)
                      cases[i].variable, cases[i].value, err.msg);
         if (strstr(err.msg, "s3cret") != NULL ||
             strstr(err.detail, "s3cret") != NULL)
-            fail_msg("%s: the message shows a password: %s",
-                     cases[i].variable, err.msg);
+            fail_msg("%s: the message shows a password: %s", cases[i].variable,
+                     err.msg);
         assert_int_equal(err.code, MW_ERR_CONFIG);
         config_free(&cfg);
     }
@@ -178,8 +176,8 @@ static void good_values_are_read_into_their_field(void **state)
          7200000, NULL},
         {"MESH_WORKER_TRIAL_PERIOD", "", DURATION, AT(trial_period_ms),
          14 * 86400000LL, NULL},
-        {"MESH_WORKER_TRIAL_REMINDER", "0", DURATION, AT(trial_reminder_ms),
-         0, NULL},
+        {"MESH_WORKER_TRIAL_REMINDER", "0", DURATION, AT(trial_reminder_ms), 0,
+         NULL},
         {"MESH_WORKER_SHUTDOWN_TIMEOUT", "1m", DURATION,
          AT(shutdown_timeout_ms), 60000, NULL},
         {"MESH_WORKER_SCHEDULER_INTERVAL", "250ms", DURATION,
@@ -283,8 +281,9 @@ static void good_values_are_read_into_their_field(void **state)
 static void every_refusal_names_its_variable(void **state)
 {
     static const char *const values[] = {
-        "x", "-1", "0", "1.5", "99999999999999999999", "TRUE",
-        "ftp://x", "http//x", "a b", "1s1", ",",
+        "x",    "-1",      "0",       "1.5", "99999999999999999999",
+        "TRUE", "ftp://x", "http//x", "a b", "1s1",
+        ",",
     };
     int refused = 0;
 

@@ -35,8 +35,8 @@ static int clean_environment(void **state)
         }
         if (environ[i] == NULL)
             return 0;
-        snprintf(name, sizeof(name), "%.*s",
-                 (int)strcspn(environ[i], "="), environ[i]);
+        snprintf(name, sizeof(name), "%.*s", (int)strcspn(environ[i], "="),
+                 environ[i]);
         unsetenv(name);
     }
 }
@@ -100,8 +100,8 @@ static void each_property_reaches_only_the_clients_it_applies_to(void **state)
     config_free(&cfg);
 }
 
-static void a_value_for_one_kind_wins_over_the_value_for_every_kind(
-    void **state)
+static void
+a_value_for_one_kind_wins_over_the_value_for_every_kind(void **state)
 {
     struct mw_config cfg;
     rd_kafka_conf_t *producer, *consumer;
@@ -184,8 +184,9 @@ int main(void)
         cmocka_unit_test_setup(
             a_value_for_one_kind_wins_over_the_value_for_every_kind,
             clean_environment),
-        cmocka_unit_test_setup(the_operator_wins_over_the_workers_other_settings,
-                               clean_environment),
+        cmocka_unit_test_setup(
+            the_operator_wins_over_the_workers_other_settings,
+            clean_environment),
         cmocka_unit_test_setup(
             guarded_properties_are_refused_naming_the_variable,
             clean_environment),

@@ -70,8 +70,7 @@ static void check_enum(const char *where, const struct record_field *f,
 {
     const json_t *symbols = json_object_get(type, "symbols");
 
-    if (!is_named(type, "enum") ||
-        json_array_size(symbols) != (size_t)f->limit)
+    if (!is_named(type, "enum") || json_array_size(symbols) != (size_t)f->limit)
         fail_msg("%s: expected an enum of %d symbols", where, f->limit);
     for (int i = 0; i < f->limit; i++) {
         const char *seen = json_string_value(json_array_get(symbols, i));
@@ -165,13 +164,11 @@ static void check_default(const char *where, const struct record_field *f,
     }
 }
 
-static void check_fields(const struct record_table *table,
-                         const json_t *schema)
+static void check_fields(const struct record_table *table, const json_t *schema)
 {
     const json_t *fields = json_object_get(schema, "fields");
-    bool is_request =
-        strcmp(table->name, "CustomerRequested") == 0 ||
-        strcmp(table->name, "CustomerTerminationRequested") == 0;
+    bool is_request = strcmp(table->name, "CustomerRequested") == 0 ||
+                      strcmp(table->name, "CustomerTerminationRequested") == 0;
 
     assert_string_equal(json_string_value(json_object_get(schema, "name")),
                         table->name);

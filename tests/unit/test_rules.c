@@ -769,13 +769,15 @@ static const struct request_case request_cases[] = {
      .edit = {.company_name = "Example\xc2\x85Widgets"},
      .errors = {E(company_name, INVALID_FIELD)}},
     {.name = "company_name_with_a_right_to_left_override_is_invalid",
-     .edit = {.company_name = "Evil\xe2\x80\xae" "Corp"},
+     .edit = {.company_name = "Evil\xe2\x80\xae"
+                              "Corp"},
      .errors = {E(company_name, INVALID_FIELD)},
      .message = "The company name \"Evil\\u202ECorp\" contains an invisible "
                 "formatting character (U+202E) that changes how the text is "
                 "shown; only printable characters are allowed."},
     {.name = "company_name_with_a_first_strong_isolate_is_invalid",
-     .edit = {.company_name = "Evil\xe2\x81\xa8" "Corp"},
+     .edit = {.company_name = "Evil\xe2\x81\xa8"
+                              "Corp"},
      .errors = {E(company_name, INVALID_FIELD)}},
     {.name = "company_name_with_a_zero_width_space_is_invalid",
      .edit = {.company_name = "Evil\xe2\x80\x8b"},
@@ -787,7 +789,8 @@ static const struct request_case request_cases[] = {
      .edit = {.company_name = "\xd9\x85\xdb\x8c\xe2\x80\x8c\xd8\xae"},
      .errors = NO_ERRORS},
     {.name = "policy_template_id_with_a_bidi_embedding_is_invalid",
-     .edit = {.policy_template_id = "tpl\xe2\x80\xaa" "1"},
+     .edit = {.policy_template_id = "tpl\xe2\x80\xaa"
+                                    "1"},
      .errors = {E(policy_template_id, INVALID_FIELD)}},
     {.name = "default_admin_email_with_a_bidi_override_is_invalid",
      .edit = {.default_admin_email = "admin@customer.example\xe2\x80\xae"},

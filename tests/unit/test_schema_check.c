@@ -17,8 +17,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#define ENUM(name) "{\"type\": \"enum\", \"name\": \"" name "\", " \
-                   "\"symbols\": [\"A\"]}"
+#define ENUM(name)                                                             \
+    "{\"type\": \"enum\", \"name\": \"" name "\", "                            \
+    "\"symbols\": [\"A\"]}"
 
 static void names_defined_twice_are_refused_by_full_name(void **state)
 {
@@ -28,13 +29,13 @@ static void names_defined_twice_are_refused_by_full_name(void **state)
     } cases[] = {
         {"[\"null\", " ENUM("E") ", " ENUM("E") "]", "E"},
         {"{\"type\": \"record\", \"name\": \"R\", \"namespace\": \"n\", "
-         "\"fields\": [{\"name\": \"a\", \"type\": " ENUM("E") "}, "
-         "{\"name\": \"b\", \"type\": " ENUM("n.E") "}]}",
+         "\"fields\": [{\"name\": \"a\", \"type\": " ENUM(
+             "E") "}, "
+                  "{\"name\": \"b\", \"type\": " ENUM("n.E") "}]}",
          "n.E"},
         {"[{\"type\": \"record\", \"name\": \"a.R\", \"fields\": "
          "[{\"name\": \"x\", \"type\": {\"type\": \"array\", \"items\": "
-         "{\"type\": \"map\", \"values\": " ENUM("E") "}}}]}, " ENUM("a.E")
-         "]",
+         "{\"type\": \"map\", \"values\": " ENUM("E") "}}}]}, " ENUM("a.E") "]",
          "a.E"},
         {"{\"type\": \"record\", \"name\": \"R\", \"namespace\": \"n\", "
          "\"fields\": [{\"name\": \"a\", \"type\": {\"type\": \"fixed\", "
@@ -69,13 +70,15 @@ static void distinct_names_and_other_text_pass(void **state)
     static const char *const cases[] = {
         /* the same short name in two namespaces */
         "{\"type\": \"record\", \"name\": \"R\", \"namespace\": \"n\", "
-        "\"fields\": [{\"name\": \"a\", \"type\": " ENUM("E") "}, "
-        "{\"name\": \"b\", \"type\": {\"type\": \"enum\", \"name\": \"E\", "
-        "\"namespace\": \"m\", \"symbols\": [\"B\"]}}]}",
+        "\"fields\": [{\"name\": \"a\", \"type\": " ENUM(
+            "E") "}, "
+                 "{\"name\": \"b\", \"type\": {\"type\": \"enum\", \"name\": "
+                 "\"E\", "
+                 "\"namespace\": \"m\", \"symbols\": [\"B\"]}}]}",
         /* a reference by name is no definition */
         "{\"type\": \"record\", \"name\": \"R\", \"fields\": [{\"name\": "
         "\"a\", \"type\": " ENUM("E") "}, {\"name\": \"b\", \"type\": "
-        "\"E\"}]}",
+                                      "\"E\"}]}",
         /* left to avro-c, which refuses them cleanly */
         "not JSON",
         "{\"type\": 7}",
@@ -96,8 +99,7 @@ static void distinct_names_and_other_text_pass(void **state)
 
 static void the_compiled_in_schemas_pass(void **state)
 {
-    static const char *const names[] = {"customer.requests",
-                                        "customer.events"};
+    static const char *const names[] = {"customer.requests", "customer.events"};
 
     (void)state;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
