@@ -23,6 +23,7 @@
 #include "error.h"
 #include "mw.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -141,6 +142,13 @@ int codec_request_identity(struct codec *codec, const struct mw_record *rec,
  * is static.
  */
 const char *codec_schema_json(const char *name);
+
+/*
+ * Returns the branch of type in its topic's union (schemas/customer.*.avsc)
+ * and sets *is_request when that is customer.requests; -1 for a type that
+ * is no record.  Can't fail otherwise.
+ */
+int codec_union_branch(enum mw_record_type type, bool *is_request);
 
 /* Returns the CRC-64-AVRO fingerprint of a record type's schema. */
 uint64_t codec_fingerprint(const struct codec *codec, enum mw_record_type type);
