@@ -46,11 +46,9 @@ static void check_sync_fields(struct check *c,
                               const struct mw_update_request *req)
 {
     static const char *const fields[] = {
-        "monitor_mode",     "two_factor_required",
-        "msp_management",   "apply_global_rules",
-        "delivery_destination", "policy_template_id",
-        "add_domains",      "remove_domains",
-        "account_type"};
+        "monitor_mode",       "two_factor_required",  "msp_management",
+        "apply_global_rules", "delivery_destination", "policy_template_id",
+        "add_domains",        "remove_domains",       "account_type"};
 
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
         if (is_set_by_update(req, fields[i]))
@@ -63,8 +61,7 @@ static void check_sync_fields(struct check *c,
 }
 
 /* True when domain is one of list[0..count). */
-static bool is_listed(const char *domain, const char *const *list,
-                      size_t count)
+static bool is_listed(const char *domain, const char *const *list, size_t count)
 {
     for (size_t i = 0; i < count; i++) {
         if (list[i] != NULL && strcmp(domain, list[i]) == 0)
@@ -108,7 +105,8 @@ static const char **check_domain_list(struct check *c, const char *field,
     for (size_t i = 0; i < n; i++) {
         const char *why = "it is empty";
 
-        domains[i] = items[i] == NULL ? NULL : rules_normalize(c, items[i], &why);
+        domains[i] =
+            items[i] == NULL ? NULL : rules_normalize(c, items[i], &why);
         if (domains[i] == NULL) {
             if (why != NULL && invalid++ == 0)
                 snprintf(invalid_msg, sizeof(invalid_msg),
@@ -153,9 +151,8 @@ static void check_update_values(struct check *c,
                         "most %d additional domains.",
                         req->add_domains_count, MW_MAX_ADDITIONAL_DOMAINS);
     else
-        out->add_domains =
-            check_domain_list(c, "add_domains", req->add_domains,
-                              req->add_domains_count, NULL, 0);
+        out->add_domains = check_domain_list(c, "add_domains", req->add_domains,
+                                             req->add_domains_count, NULL, 0);
     out->remove_domains = check_domain_list(
         c, "remove_domains", req->remove_domains, req->remove_domains_count,
         out->add_domains, out->add_domains ? req->add_domains_count : 0);

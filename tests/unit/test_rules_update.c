@@ -58,12 +58,12 @@ static char full_names[MW_MAX_ADDITIONAL_DOMAINS][24];
 
 #define DOMAINS(...)                                                           \
     .add_domains = (const char *[]){__VA_ARGS__},                              \
-    .add_domains_count = sizeof((const char *[]){__VA_ARGS__}) /               \
-                         sizeof(const char *)
+    .add_domains_count =                                                       \
+        sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)
 #define REMOVE(...)                                                            \
     .remove_domains = (const char *[]){__VA_ARGS__},                           \
-    .remove_domains_count = sizeof((const char *[]){__VA_ARGS__}) /            \
-                            sizeof(const char *)
+    .remove_domains_count =                                                    \
+        sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)
 #define SYNC .source = MW_SOURCE_M365_SYNC
 #define LICENSES(n) .has_licenses = true, .licenses = (n)
 #define MONITOR(b) .has_monitor_mode = true, .monitor_mode = (b)
@@ -99,7 +99,7 @@ static const struct update_case cases[] = {
      M365_TRIAL,
      {SYNC, LICENSES(11), MONITOR(false), DOMAINS("d.example")},
      .errors = {{"monitor_mode", MW_REJ_INVALID_FIELD},
-      {"add_domains", MW_REJ_INVALID_FIELD}},
+                {"add_domains", MW_REJ_INVALID_FIELD}},
      .message = "only the licenses"},
     {"zero_licenses_are_invalid",
      GATEWAY_BUY_NOW,
@@ -139,7 +139,8 @@ static const struct update_case cases[] = {
     {"removing_the_delivery_destination_of_a_gateway_is_refused",
      GATEWAY_BUY_NOW,
      {.delivery_destination = ""},
-     .errors = {{"delivery_destination", MW_REJ_DELIVERY_DESTINATION_REQUIRED}}},
+     .errors = {{"delivery_destination",
+                 MW_REJ_DELIVERY_DESTINATION_REQUIRED}}},
     {"removing_the_delivery_destination_of_mesh_365_is_applied",
      M365_TRIAL,
      {.delivery_destination = ""},
@@ -234,8 +235,8 @@ static const struct update_case cases[] = {
      {LICENSES(11), .observed_at = 1, DOMAINS("taken.example"),
       REMOVE("a.example"), .delivery_destination = "mx2.example.com"},
      .errors = {{"licenses", MW_REJ_STALE_UPDATE},
-      {"add_domains", MW_REJ_DOMAIN_ALREADY_PROVISIONED},
-      {"remove_domains", MW_REJ_INVALID_FIELD}}},
+                {"add_domains", MW_REJ_DOMAIN_ALREADY_PROVISIONED},
+                {"remove_domains", MW_REJ_INVALID_FIELD}}},
 };
 
 /* The stored customer of a row, or NULL for NO_CUSTOMER. */
@@ -342,8 +343,8 @@ static void check_changes(const struct update_case *c,
             (!is_field_only && (!same_text(e->old_value, s->old_value) ||
                                 !same_text(e->new_value, s->new_value))))
             fail_msg("%s: change %zu: expected %s %s -> %s, seen %s %s -> %s",
-                     c->name, i, e->field, e->old_value, e->new_value,
-                     s->field, s->old_value ? s->old_value : "(none)",
+                     c->name, i, e->field, e->old_value, e->new_value, s->field,
+                     s->old_value ? s->old_value : "(none)",
                      s->new_value ? s->new_value : "(none)");
     }
 }
@@ -392,14 +393,14 @@ static void run_case(void **state)
 /* Buying early leaves a billable BUY_NOW account; licenses stay. */
 static void buying_early_sets_the_resulting_state(void **state)
 {
-    struct mw_update_request req = {
-        .request_id = "4b2f6c1e-8d3a-4f5b-9c7d-1e2f3a4b5c6d",
-        .requested_by = "ops@msp.example",
-        .msp_id = "msp-0001",
-        .customer_id = CUSTOMER,
-        BUY,
-        LICENSES(40),
-        .observed_at = 2500};
+    struct mw_update_request req = {.request_id =
+                                        "4b2f6c1e-8d3a-4f5b-9c7d-1e2f3a4b5c6d",
+                                    .requested_by = "ops@msp.example",
+                                    .msp_id = "msp-0001",
+                                    .customer_id = CUSTOMER,
+                                    BUY,
+                                    LICENSES(40),
+                                    .observed_at = 2500};
     struct mw_customer_state before_storage, after;
     struct mw_rejection rej;
     struct mw_changes changes;
@@ -407,8 +408,8 @@ static void buying_early_sets_the_resulting_state(void **state)
 
     (void)state;
     assert_int_equal(rules_check_update(&req, arena, &req, &rej), 0);
-    assert_int_equal(rules_apply_update(&req, stored(M365_TRIAL,
-                                                     &before_storage),
+    assert_int_equal(rules_apply_update(&req,
+                                        stored(M365_TRIAL, &before_storage),
                                         NULL, 0, arena, &after, &changes, &rej),
                      0);
     assert_int_equal(after.account_type, MW_ACCOUNT_BUY_NOW);
@@ -436,7 +437,7 @@ int main(void)
                                        .initial_state = (void *)&cases[i]};
         n++;
     }
-    tests[n++] =
-        (struct CMUnitTest)cmocka_unit_test(buying_early_sets_the_resulting_state);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(
+        buying_early_sets_the_resulting_state);
     return _cmocka_run_group_tests("rules_update", tests, n, NULL, NULL);
 }
