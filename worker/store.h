@@ -348,7 +348,8 @@ int store_timers_wait(struct store *store, int timeout_ms,
 /*
  * Describes a customer for operators, found by customer id or by domain
  * (the live holder first, else the last one released): the customer row,
- * its domains, its termination and its pending timers, as indented JSON
+ * its domains, its termination, its pending timers and its change
+ * history (every update applied, oldest first), as indented JSON
  * with UTC times.  Returns 1 and sets *json (malloc'ed, the caller frees)
  * when found, 0 when not, -1 with err.
  */

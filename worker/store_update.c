@@ -138,13 +138,12 @@ static int read_customer(const PGresult *res, const char *customer_id,
         column_copy(res, LOAD_POLICY_TEMPLATE_ID, arena, &is_oom);
     s->primary_domain = column_copy(res, LOAD_PRIMARY_DOMAIN, arena, &is_oom);
     s->created_at = strtoll(PQgetvalue(res, 0, LOAD_CREATED_AT), NULL, 10);
-    if (is_oom || s->service < 0 || s->account_type < 0 ||
-        s->msp_id == NULL || s->primary_domain == NULL)
+    if (is_oom || s->service < 0 || s->account_type < 0 || s->msp_id == NULL ||
+        s->primary_domain == NULL)
         return -1;
-    return store_parse_text_array(arena,
-                                  PQgetvalue(res, 0, LOAD_ADDITIONAL_DOMAINS),
-                                  &s->additional_domains,
-                                  &s->additional_domains_count);
+    return store_parse_text_array(
+        arena, PQgetvalue(res, 0, LOAD_ADDITIONAL_DOMAINS),
+        &s->additional_domains, &s->additional_domains_count);
 }
 
 /* Fails err with what and res's error; a serialization failure may retry. */
@@ -196,8 +195,8 @@ static int load_and_judge(struct store *store, struct store_item *item,
     formats[1] = 1; /* binary */
     values[2] = u->msp_id;
     values[3] = u->customer_id;
-    values[4] = store_text_array_literal(arena, u->add_domains,
-                                         u->add_domains_count);
+    values[4] =
+        store_text_array_literal(arena, u->add_domains, u->add_domains_count);
     values[5] = now;
     if (values[4] == NULL)
         return update_broken(what, u->request_id, "out of memory", err);
@@ -247,8 +246,8 @@ static char *changes_json(const struct mw_changes *changes)
         const struct mw_field_change *c = &changes->changes[i];
         json_t *item = json_pack(
             "{s:s, s:o, s:o}", "field", c->field, "old_value",
-            c->old_value ? json_string(c->old_value) : json_null(),
-            "new_value", c->new_value ? json_string(c->new_value) : json_null());
+            c->old_value ? json_string(c->old_value) : json_null(), "new_value",
+            c->new_value ? json_string(c->new_value) : json_null());
 
         if (item == NULL || json_array_append_new(list, item) != 0) {
             json_decref(list);
