@@ -34,6 +34,7 @@ ALTER TABLE customers ADD COLUMN licenses_observed_at timestamptz;
 
 -- Every accepted update, for operators (mesh-worker customers show).
 CREATE TABLE customer_changes (
+    id bigint GENERATED ALWAYS AS IDENTITY,
     request_id text PRIMARY KEY,
     customer_id uuid NOT NULL REFERENCES customers (customer_id),
     source text NOT NULL CHECK (source IN ('MSP', 'M365_SYNC')),
@@ -43,8 +44,8 @@ CREATE TABLE customer_changes (
     changes jsonb NOT NULL
 );
 
-CREATE INDEX customer_changes_customer
-    ON customer_changes (customer_id, occurred_at);
+-- id orders the changes of one customer as they were applied.
+CREATE INDEX customer_changes_customer ON customer_changes (customer_id, id);
 
 -- Records an update's request id and loads its customer, locked.
 --

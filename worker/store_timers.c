@@ -286,7 +286,7 @@ int store_customer_describe(struct store *store, const char *key, char **json,
         "       'requested_by', ch.requested_by,"
         "       'occurred_at', ch.occurred_at,"
         "       'observed_at', ch.observed_at, 'changes', ch.changes)"
-        "       ORDER BY ch.occurred_at, ch.request_id), '[]')"
+        "       ORDER BY ch.id), '[]')"
         "     FROM customer_changes ch, c"
         "     WHERE ch.customer_id = c.customer_id)"
         ")) FROM c";
