@@ -60,10 +60,11 @@ def test_two_replicas_killed_twenty_times_keep_every_guarantee(
         guarantees.wait_processed(pg, load)
         elapsed = time.monotonic() - t0
         counts = guarantees.check_guarantees(pg, real_kafka.bootstrap, load)
-        print("\ncrash test: %d messages, %d kills, %.0f s: %d created, %d "
+        print("\ncrash test: %d messages and %d updates, %d kills, %.0f s: "
+              "%d created, %d "
               "rejected, %d conflicts, %d duplicates absorbed, %d events "
               "(%d re-published), %d DLQ messages (%d distinct)" % (
-                  TOTAL, KILLS, elapsed, counts["created"],
+                  TOTAL, UPDATES, KILLS, elapsed, counts["created"],
                   counts["rejected"], counts["conflicts"], load.duplicates,
                   counts["events"], counts["republished"], counts["dlq"],
                   len(load.garbage)))
