@@ -222,8 +222,8 @@ static void check_update(const struct mw_update_request *req, unsigned variant)
     memset(&rej, 0, sizeof(rej));
     rc = rules_check_update(req, arena, &out, &rej);
     if (rc == 1) {
-        check_rejection(&rej, update_is_utf8(req), req->request_id,
-                        req->msp_id, req->requested_by, req->requested_at);
+        check_rejection(&rej, update_is_utf8(req), req->request_id, req->msp_id,
+                        req->requested_by, req->requested_at);
         return;
     }
     if (rc != 0)
@@ -236,8 +236,8 @@ static void check_update(const struct mw_update_request *req, unsigned variant)
                             out.add_domains, variant % 5 == 0 ? 1 : 0, arena,
                             &after, &changes, &rej);
     if (rc == 1) {
-        check_rejection(&rej, update_is_utf8(req), req->request_id,
-                        req->msp_id, req->requested_by, req->requested_at);
+        check_rejection(&rej, update_is_utf8(req), req->request_id, req->msp_id,
+                        req->requested_by, req->requested_at);
         return;
     }
     if (rc != 0)
