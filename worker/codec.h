@@ -59,7 +59,7 @@ void codec_destroy(struct codec *codec);
  * Decodes one framed value.  On CODEC_OK, rec is filled with strings
  * allocated from arena (valid until the arena is reset).  On any other
  * status, err->msg says what was wrong in a sentence fit for dlq.error.
- * Never crashes on any input.  Any of the seven records decodes; the
+ * Never crashes on any input.  Any of the nine records decodes; the
  * caller checks rec->type against the topic (CODEC_WRONG_RECORD_TYPE).
  * A string holding a NUL byte is CODEC_CORRUPT_AVRO, since it cannot be
  * a C string.  When err->retriable is set the value was not at fault

@@ -1,7 +1,8 @@
 /*
  * Everything the worker keeps in PostgreSQL, and the only module that
  * speaks SQL: migrations (store.c), the per-batch provisioning
- * transaction (store_claim.c), the outbox written with it and read by the
+ * transaction (store_claim.c, and store_update.c for the updates in it),
+ * the outbox written with it and read by the
  * relay (store_outbox.c), the lifecycle timers and the customer
  * description for operators (store_timers.c).
  *

@@ -3,8 +3,8 @@
  * connection (struct store), how libpq errors become a struct mw_error,
  * the transaction and pipeline helpers, and the named statements each
  * file prepares.  store.c owns the connection; store_claim.c,
- * store_outbox.c and store_timers.c only borrow it.  The interface stays
- * store.h.
+ * store_update.c, store_outbox.c and store_timers.c only borrow it.  The
+ * interface stays store.h.
  */
 #ifndef MW_STORE_INTERNAL_H
 #define MW_STORE_INTERNAL_H
