@@ -18,7 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The fields a license sync may not set, in schema order. */
+/* Whether req sets field, one of those a license sync may not set. */
 static bool is_set_by_update(const struct mw_update_request *req,
                              const char *field)
 {
