@@ -140,20 +140,23 @@ def test_database_outage_pauses_and_resumes_without_loss(
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_stop_signal_finishes_the_batch_commits_and_exits_zero(
         db, kafka, workers, avro_codec, sig):
-    reqs = [request() for _ in range(3000)]
+    # Small batches, many of them: the signal must land while work remains,
+    # however fast the machine.
+    total = 6000
+    reqs = [request() for _ in range(total)]
     harness.produce_all(kafka.bootstrap, [
         (b"msp-%d" % (i % 8), avro_codec.encode("CustomerRequested", r), [])
         for i, r in enumerate(reqs)])
-    w = start(workers, kafka, db.url, MESH_WORKER_BATCH_SIZE="50")
-    harness.wait_for(lambda: customers(db) > 200, 60,
-                     "the worker to be busy")
+    w = start(workers, kafka, db.url, MESH_WORKER_BATCH_SIZE="10")
+    harness.wait_for(lambda: customers(db) > 0, 60,
+                     "the worker to be busy", interval=0.02)
     sent = time.monotonic()
     w.proc.send_signal(sig)
     assert w.proc.wait(timeout=30) == 0
     print("graceful shutdown took %.2f s" % (time.monotonic() - sent))
     w.log.close()
     done = db.query("SELECT count(*) FROM customers")[0][0]
-    assert done < 3000, "the worker finished everything before SIGTERM"
+    assert done < total, "the worker finished everything before SIGTERM"
     # Everything committed was published before exit.
     assert db.query("SELECT count(*) FROM outbox WHERE published_at IS "
                     "NULL")[0][0] == 0
@@ -163,11 +166,11 @@ def test_stop_signal_finishes_the_batch_commits_and_exits_zero(
     # A successor resumes from the committed offsets: nothing twice.
     w2 = start(workers, kafka, db.url)
     events = harness.read_topic(kafka.bootstrap, TOPIC_EVENTS,
-                                lambda ms: len(ms) >= 3000, timeout=120)
+                                lambda ms: len(ms) >= total, timeout=120)
     time.sleep(2)
     events = harness.read_topic(kafka.bootstrap, TOPIC_EVENTS,
-                                lambda ms: len(ms) >= 3000)
-    assert len(events) == 3000
+                                lambda ms: len(ms) >= total)
+    assert len(events) == total
     m = metrics(http_port(w2))
     assert m["mesh_worker_requests_duplicate_total"] == 0
     assert w2.stop() == 0
