@@ -22,9 +22,9 @@ struct offload {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    enum job job;  /* the job to run; JOB_NONE once done */
-    bool is_done;  /* the last job finished */
-    int rc;        /* and its result */
+    enum job job; /* the job to run; JOB_NONE once done */
+    bool is_done; /* the last job finished */
+    int rc;       /* and its result */
     struct mw_error err;
     struct store_item *items;
     const struct store_outbox_row *rows;

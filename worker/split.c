@@ -137,9 +137,8 @@ static bool split_new(struct split *s, size_t count, size_t keys,
     return true;
 }
 
-int split_batch(const struct store_item *items,
-                const struct mw_record *records, size_t count,
-                size_t min_creations, struct mw_arena *arena,
+int split_batch(const struct store_item *items, const struct mw_record *records,
+                size_t count, size_t min_creations, struct mw_arena *arena,
                 unsigned char *half)
 {
     struct split s;

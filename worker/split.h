@@ -31,9 +31,8 @@
  * to at least a quarter each; else 1 (half[] untouched), also when arena
  * memory ran out.
  */
-int split_batch(const struct store_item *items,
-                const struct mw_record *records, size_t count,
-                size_t min_creations, struct mw_arena *arena,
+int split_batch(const struct store_item *items, const struct mw_record *records,
+                size_t count, size_t min_creations, struct mw_arena *arena,
                 unsigned char *half);
 
 #endif
