@@ -40,9 +40,10 @@ count=$(ls examples/*.json | wc -l)
 echo "== producing $count example requests from examples/"
 build/mesh-worker produce examples/*.json >/dev/null
 
-# Every example has one outcome, but an exact redelivery publishes nothing.
+# Every example has one outcome, and the trial bought early (26) also
+# converts; an exact redelivery publishes nothing.
 echo "== events on customer.events (one JSON line each)"
-build/mesh-worker tail --follow --max "$count" --timeout 60s || true
+build/mesh-worker tail --follow --max "$((count + 1))" --timeout 60s || true
 echo "== the same, as a summary"
 build/mesh-worker tail | python3 -c '
 import json, sys
@@ -50,8 +51,9 @@ for line in sys.stdin:
     m = json.loads(line)
     v = m.get("value") or {}
     codes = ",".join(e["code"] for e in v.get("errors", []))
-    print("%-17s %-36s %s" % (v.get("type"), v.get("request_id") or v.get("customer_id"),
-                              codes or v.get("primary_domain", "")))
+    changes = ",".join(c["field"] for c in v.get("changes", []))
+    print("%-18s %-36s %s" % (v.get("type"), v.get("request_id") or v.get("customer_id"),
+                              codes or changes or v.get("primary_domain", "")))
 '
 if [ "${1:-}" = "--exit" ]; then
     exit 0

@@ -32,8 +32,8 @@ void cli_usage(void)
            "operators)\n"
            "  tail      print customer.events (or the DLQ) as JSON lines\n"
            "  dlq       list or replay the dead-letter topic\n"
-           "  customers show ID|DOMAIN  print a customer's state and "
-           "timers as JSON\n"
+           "  customers show ID|DOMAIN  print a customer's state, timers "
+           "and changes as JSON\n"
            "\n"
            "Run \"mesh-worker COMMAND --help\" for a command's options.\n"
            "Configuration comes from MESH_WORKER_* environment variables:\n");

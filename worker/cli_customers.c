@@ -1,8 +1,8 @@
 /*
  * `mesh-worker customers show ID|DOMAIN`: prints what the database holds
- * about one customer as JSON, for an operator answering "what happened to
- * this request".  It only reads; it never migrates or waits for the
- * database.
+ * about one customer as JSON, its change history included, for an operator
+ * answering "what happened to this request".  It only reads; it never migrates
+ * or waits for the database.
  */
 #include "cli_internal.h"
 
@@ -29,8 +29,9 @@ int cli_customers(int argc, char **argv)
         fprintf(out,
                 "Usage: mesh-worker customers show CUSTOMER_ID|DOMAIN\n\n"
                 "Prints a customer's state as JSON: the customer row, its "
-                "domains, its\ntermination and its pending lifecycle timers "
-                "(times in UTC). A domain\nfinds its live holder, else the "
+                "domains, its\ntermination, its pending lifecycle timers and "
+                "its change history (every\nupdate applied, oldest first; "
+                "times in UTC). A domain finds its live\nholder, else the "
                 "customer that held it last.\n\nExit status: 0 found, 1 not "
                 "found or database failure, 2 bad usage.\n");
         return out == stdout ? CLI_EXIT_OK : CLI_EXIT_USAGE;

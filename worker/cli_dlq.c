@@ -61,7 +61,17 @@ static rd_kafka_headers_t *replay_headers(const rd_kafka_message_t *m,
     return out;
 }
 
-static int replay(int argc, char **argv)
+/* What `dlq replay` was asked to do. */
+struct replay_request {
+    const char *bootstrap;
+    const char *reason; /* only messages with this dlq.reason, or NULL */
+    long long from;     /* first offset of every partition */
+    long max;           /* at most this many messages, or -1 */
+    int dry_run;
+};
+
+/* Parses replay's options; returns -1 to go on, or the exit status. */
+static int replay_options(int argc, char **argv, struct replay_request *req)
 {
     static const struct option options[] = {
         {"bootstrap", required_argument, NULL, 'b'},
@@ -71,43 +81,32 @@ static int replay(int argc, char **argv)
         {"dry-run", no_argument, NULL, 'd'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
-    /* Reads from where it is told, commits nothing, and writes each
-     * message once, partitioned by key as the worker's producers do. */
-    static const char *const consumer_forced[] = {
-        "group.id", "mesh-worker-dlq-replay", "enable.partition.eof",
-        "true",     "enable.auto.commit",     "false",
-        NULL};
-    static const char *const producer_forced[] = {
-        "enable.idempotence", "true", "partitioner", "murmur2_random", NULL};
-    struct mw_config cfg;
-    const char *bootstrap = NULL, *reason = NULL;
-    long long from = RD_KAFKA_OFFSET_BEGINNING, number;
-    long max = -1, replayed = 0;
-    int dry_run = 0, opt, rc, eof = 0, partitions;
-    rd_kafka_conf_t *cconf, *pconf;
-    rd_kafka_t *consumer = NULL, *producer = NULL;
+    long long number;
+    int opt;
 
+    *req =
+        (struct replay_request){.from = RD_KAFKA_OFFSET_BEGINNING, .max = -1};
     optind = 1;
     while ((opt = getopt_long(argc, argv, "b:r:o:n:dh", options, NULL)) != -1) {
         switch (opt) {
         case 'b':
-            bootstrap = optarg;
+            req->bootstrap = optarg;
             break;
         case 'r':
-            reason = optarg;
+            req->reason = optarg;
             break;
         case 'o':
             if (cli_parse_integer("--from-offset", optarg, 0, INT64_MAX,
-                                  &from) != 0)
+                                  &req->from) != 0)
                 return CLI_EXIT_USAGE;
             break;
         case 'n':
             if (cli_parse_integer("--max", optarg, 0, LONG_MAX, &number) != 0)
                 return CLI_EXIT_USAGE;
-            max = (long)number;
+            req->max = (long)number;
             break;
         case 'd':
-            dry_run = 1;
+            req->dry_run = 1;
             break;
         case 'h':
             usage();
@@ -116,7 +115,109 @@ static int replay(int argc, char **argv)
             return CLI_EXIT_USAGE;
         }
     }
-    rc = cli_load_tool_config(&cfg, bootstrap, &bootstrap);
+    return -1;
+}
+
+/* Replays one dead letter to the topic it came from (or the requests
+ * topic) and prints a line for it.  Returns 1 when the message is not
+ * one to replay, 0 when it was replayed, -1 when producing it failed. */
+static int replay_one(rd_kafka_t *producer, const struct mw_config *cfg,
+                      const struct replay_request *req,
+                      const rd_kafka_message_t *m)
+{
+    const void *value;
+    size_t len;
+    char from_text[300], target[256];
+    int rc = 0;
+
+    if (req->reason != NULL &&
+        (kafka_header_get(m, "dlq.reason", &value, &len) < 0 ||
+         len != strlen(req->reason) || memcmp(value, req->reason, len) != 0))
+        return 1;
+    snprintf(target, sizeof(target), "%s", cfg->topic_requests);
+    if (kafka_header_get(m, "dlq.original.topic", &value, &len) == 0 && value &&
+        len > 0 && len < sizeof(target))
+        snprintf(target, sizeof(target), "%.*s", (int)len, (const char *)value);
+    snprintf(from_text, sizeof(from_text), "%s:%d:%lld", cfg->topic_dlq,
+             (int)m->partition, (long long)m->offset);
+    if (!req->dry_run) {
+        rd_kafka_resp_err_t kerr = rd_kafka_producev(
+            producer, RD_KAFKA_V_TOPIC(target),
+            RD_KAFKA_V_KEY(m->key, m->key_len),
+            RD_KAFKA_V_VALUE(m->payload, m->len),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_HEADERS(replay_headers(m, from_text)), RD_KAFKA_V_END);
+
+        if (kerr) {
+            fprintf(stderr, "mesh-worker: could not replay %s: %s\n", from_text,
+                    rd_kafka_err2str(kerr));
+            rc = -1;
+        }
+    }
+    printf("{\"replayed_from\":\"%s\",\"to\":\"%s\",\"dry_run\":%s}\n",
+           from_text, target, req->dry_run ? "true" : "false");
+    return rc;
+}
+
+/* Reads the DLQ to the end of every partition (or --max messages) and
+ * replays each message asked for.  Returns the exit status. */
+static int replay_all(rd_kafka_t *consumer, rd_kafka_t *producer,
+                      const struct mw_config *cfg,
+                      const struct replay_request *req, int partitions)
+{
+    long replayed = 0;
+    int eof = 0, rc = CLI_EXIT_OK;
+
+    while (eof < partitions && (req->max < 0 || replayed < req->max)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(consumer, 1000);
+        int one;
+
+        if (m == NULL)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            eof++;
+        } else if (m->err) {
+            fprintf(stderr, "mesh-worker: %s\n", rd_kafka_message_errstr(m));
+        } else {
+            one = replay_one(producer, cfg, req, m);
+            if (one <= 0)
+                replayed++;
+            if (one < 0)
+                rc = CLI_EXIT_FAILURE;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    if (rd_kafka_flush(producer, 30000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        fprintf(stderr, "mesh-worker: could not deliver every replayed "
+                        "message within 30 s\n");
+        rc = CLI_EXIT_FAILURE;
+    }
+    fprintf(stderr, "mesh-worker: %ld message(s) %s\n", replayed,
+            req->dry_run ? "would be replayed" : "replayed");
+    return rc;
+}
+
+static int replay(int argc, char **argv)
+{
+    /* Reads from where it is told, commits nothing, and writes each
+     * message once, partitioned by key as the worker's producers do. */
+    static const char *const consumer_forced[] = {
+        "group.id", "mesh-worker-dlq-replay", "enable.partition.eof",
+        "true",     "enable.auto.commit",     "false",
+        NULL};
+    static const char *const producer_forced[] = {
+        "enable.idempotence", "true", "partitioner", "murmur2_random", NULL};
+    struct replay_request req;
+    struct mw_config cfg;
+    const char *bootstrap;
+    int rc, partitions;
+    rd_kafka_conf_t *cconf, *pconf;
+    rd_kafka_t *consumer = NULL, *producer = NULL;
+
+    rc = replay_options(argc, argv, &req);
+    if (rc >= 0)
+        return rc;
+    rc = cli_load_tool_config(&cfg, req.bootstrap, &bootstrap);
     if (rc != 0)
         return rc;
     cconf =
@@ -140,68 +241,9 @@ static int replay(int argc, char **argv)
     producer = cli_kafka_new(RD_KAFKA_PRODUCER, pconf);
     if (producer == NULL)
         goto done;
-    partitions = cli_assign_topic(consumer, cfg.topic_dlq, from);
-    if (partitions < 0)
-        goto done;
-    rc = CLI_EXIT_OK;
-    while (eof < partitions && (max < 0 || replayed < max)) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(consumer, 1000);
-        const void *value;
-        size_t len;
-        char from_text[300], target[256];
-
-        if (m == NULL)
-            continue;
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            eof++;
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        if (m->err) {
-            fprintf(stderr, "mesh-worker: %s\n", rd_kafka_message_errstr(m));
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        if (reason != NULL &&
-            (kafka_header_get(m, "dlq.reason", &value, &len) < 0 ||
-             len != strlen(reason) || memcmp(value, reason, len) != 0)) {
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        snprintf(target, sizeof(target), "%s", cfg.topic_requests);
-        if (kafka_header_get(m, "dlq.original.topic", &value, &len) == 0 &&
-            value && len > 0 && len < sizeof(target))
-            snprintf(target, sizeof(target), "%.*s", (int)len,
-                     (const char *)value);
-        snprintf(from_text, sizeof(from_text), "%s:%d:%lld", cfg.topic_dlq,
-                 (int)m->partition, (long long)m->offset);
-        if (!dry_run) {
-            rd_kafka_resp_err_t kerr = rd_kafka_producev(
-                producer, RD_KAFKA_V_TOPIC(target),
-                RD_KAFKA_V_KEY(m->key, m->key_len),
-                RD_KAFKA_V_VALUE(m->payload, m->len),
-                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                RD_KAFKA_V_HEADERS(replay_headers(m, from_text)),
-                RD_KAFKA_V_END);
-
-            if (kerr) {
-                fprintf(stderr, "mesh-worker: could not replay %s: %s\n",
-                        from_text, rd_kafka_err2str(kerr));
-                rc = CLI_EXIT_FAILURE;
-            }
-        }
-        printf("{\"replayed_from\":\"%s\",\"to\":\"%s\",\"dry_run\":%s}\n",
-               from_text, target, dry_run ? "true" : "false");
-        replayed++;
-        rd_kafka_message_destroy(m);
-    }
-    if (rd_kafka_flush(producer, 30000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        fprintf(stderr, "mesh-worker: could not deliver every replayed "
-                        "message within 30 s\n");
-        rc = CLI_EXIT_FAILURE;
-    }
-    fprintf(stderr, "mesh-worker: %ld message(s) %s\n", replayed,
-            dry_run ? "would be replayed" : "replayed");
+    partitions = cli_assign_topic(consumer, cfg.topic_dlq, req.from);
+    if (partitions >= 0)
+        rc = replay_all(consumer, producer, &cfg, &req, partitions);
 done:
     if (consumer != NULL) {
         rd_kafka_consumer_close(consumer);

@@ -105,7 +105,8 @@ static int produce_object(struct producer_ctx *ctx, const json_t *obj,
     }
     key = rec.type == MW_REC_CUSTOMER_TERMINATION_REQUESTED
               ? rec.u.termination.msp_id
-              : rec.u.request.msp_id;
+          : rec.type == MW_REC_CUSTOMER_UPDATE_REQUESTED ? rec.u.update.msp_id
+                                                         : rec.u.request.msp_id;
     new_traceparent(traceparent);
     do {
         kerr = rd_kafka_producev(
@@ -203,8 +204,9 @@ int cli_produce(int argc, char **argv)
                    "Reads requests as JSON from each FILE (or standard input): "
                    "one object, an\narray of objects or one object a line. "
                    "Fields are those of the Avro record;\n\"type\": "
-                   "\"CustomerTerminationRequested\" selects a termination. "
-                   "Each is published\nAvro-encoded to "
+                   "\"CustomerTerminationRequested\" selects a termination, "
+                   "\"CustomerUpdateRequested\"\nan update. "
+                   "Each is published Avro-encoded to "
                    "MESH_WORKER_TOPIC_REQUESTS with key = msp_id and a new\n"
                    "traceparent header; one JSON line per request is printed "
                    "once Kafka has it.\n\nExit status: 0 all published, 1 "

@@ -154,22 +154,45 @@ static int write_value(struct codec *codec, struct codec_type *t,
     return 0;
 }
 
+int codec_union_branch(enum mw_record_type type, bool *is_request)
+{
+    /* The topic unions grow at their ends: old readers keep their
+     * branch numbers (schemas/customer.*.avsc). */
+    static const struct {
+        bool is_request;
+        int branch;
+    } branches[MW_REC_COUNT] = {
+        [MW_REC_CUSTOMER_REQUESTED] = {true, 0},
+        [MW_REC_CUSTOMER_TERMINATION_REQUESTED] = {true, 1},
+        [MW_REC_CUSTOMER_UPDATE_REQUESTED] = {true, 2},
+        [MW_REC_CUSTOMER_CREATED] = {false, 0},
+        [MW_REC_CUSTOMER_REJECTED] = {false, 1},
+        [MW_REC_TRIAL_ENDING] = {false, 2},
+        [MW_REC_TRIAL_CONVERTED] = {false, 3},
+        [MW_REC_CUSTOMER_TERMINATED] = {false, 4},
+        [MW_REC_CUSTOMER_UPDATED] = {false, 5},
+    };
+
+    if ((int)type < 0 || type >= MW_REC_COUNT)
+        return -1;
+    *is_request = branches[type].is_request;
+    return branches[type].branch;
+}
+
 /*
  * Confluent framing of a record of a topic union registered as one
  * schema: 0x00, the union's id, then the datum of the union, which is the
  * branch index (zig-zag, one byte for the few branches we have) and the
- * record.  The topic unions list their records in mw_record_type order.
+ * record.
  */
 static int encode_confluent(struct codec *codec, const struct mw_record *rec,
                             struct mw_arena *arena, const void **out,
                             size_t *out_len, struct mw_error *err)
 {
-    bool is_request = rec->type == MW_REC_CUSTOMER_REQUESTED ||
-                      rec->type == MW_REC_CUSTOMER_TERMINATION_REQUESTED;
+    bool is_request = false;
+    int branch = codec_union_branch(rec->type, &is_request);
     int64_t id =
         is_request ? codec->registry.requests_id : codec->registry.events_id;
-    int branch =
-        is_request ? (int)rec->type : (int)rec->type - MW_REC_CUSTOMER_CREATED;
     unsigned char header[CODEC_CONFLUENT_HEADER + 1];
 
     if (id < 0 || id > INT32_MAX) {
@@ -221,6 +244,9 @@ int codec_request_identity(struct codec *codec, const struct mw_record *rec,
     } else if (rec->type == MW_REC_CUSTOMER_TERMINATION_REQUESTED) {
         copy.u.termination = rec->u.termination;
         copy.u.termination.requested_at = 0;
+    } else if (rec->type == MW_REC_CUSTOMER_UPDATE_REQUESTED) {
+        copy.u.update = rec->u.update;
+        copy.u.update.requested_at = 0;
     } else {
         mw_error_set(err, MW_ERR_INPUT, false,
                      "cannot compute the identity of record type %d: it is "

@@ -23,6 +23,7 @@
 #include "error.h"
 #include "mw.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,7 +59,7 @@ void codec_destroy(struct codec *codec);
  * Decodes one framed value.  On CODEC_OK, rec is filled with strings
  * allocated from arena (valid until the arena is reset).  On any other
  * status, err->msg says what was wrong in a sentence fit for dlq.error.
- * Never crashes on any input.  Any of the seven records decodes; the
+ * Never crashes on any input.  Any of the nine records decodes; the
  * caller checks rec->type against the topic (CODEC_WRONG_RECORD_TYPE).
  * A string holding a NUL byte is CODEC_CORRUPT_AVRO, since it cannot be
  * a C string.  When err->retriable is set the value was not at fault
@@ -141,6 +142,13 @@ int codec_request_identity(struct codec *codec, const struct mw_record *rec,
  * is static.
  */
 const char *codec_schema_json(const char *name);
+
+/*
+ * Returns the branch of type in its topic's union (schemas/customer.*.avsc)
+ * and sets *is_request when that is customer.requests; -1 for a type that
+ * is no record.  Can't fail otherwise.
+ */
+int codec_union_branch(enum mw_record_type type, bool *is_request);
 
 /* Returns the CRC-64-AVRO fingerprint of a record type's schema. */
 uint64_t codec_fingerprint(const struct codec *codec, enum mw_record_type type);

@@ -149,14 +149,47 @@ static int put_records(const struct record_field *f, avro_value_t *field,
     return 0;
 }
 
+/* Writes a scalar of kind (the row's, or what its union holds). */
+static int put_scalar(const struct record_field *f, enum record_kind kind,
+                      avro_value_t *field, const void *at, struct mw_error *err)
+{
+    int rc = 0;
+
+    switch (kind) {
+    case RECORD_BOOLEAN:
+        rc = avro_value_set_boolean(field, *(const bool *)at ? 1 : 0);
+        break;
+    case RECORD_INT:
+        rc = avro_value_set_int(field, *(const int32_t *)at);
+        break;
+    case RECORD_TIME:
+        rc = avro_value_set_long(field, *(const int64_t *)at);
+        break;
+    case RECORD_ENUM:
+        return put_enum(f, field, *(const int *)at, err);
+    default:
+        mw_error_set(err, MW_ERR_INPUT, false,
+                     "cannot encode field \"%s\": it is not a scalar", f->name);
+        return -1;
+    }
+    return rc != 0 ? put_refused(f->name, rc, err) : 0;
+}
+
 /* Writes the value of row f, read from base, into field. */
 static int put_value(const struct record_field *f, avro_value_t *field,
                      const void *base, struct mw_error *err)
 {
     const void *at = record_at_const(base, f->offset);
+    enum record_kind scalar;
     avro_value_t branch;
     int rc = 0;
 
+    if (record_is_optional_scalar(f->kind, &scalar)) {
+        rc = put_union(f->name, field,
+                       !*(const bool *)record_at_const(base, f->aux_offset),
+                       &branch, err);
+        return rc <= 0 ? rc : put_scalar(f, scalar, &branch, at, err);
+    }
     switch (f->kind) {
     case RECORD_STRING:
         return put_string(f->name, field, *(const char *const *)at, err);
@@ -168,31 +201,13 @@ static int put_value(const struct record_field *f, avro_value_t *field,
         return rc <= 0 ? rc
                        : put_string(f->name, &branch, *(const char *const *)at,
                                     err);
-    case RECORD_BOOLEAN:
-        rc = avro_value_set_boolean(field, *(const bool *)at ? 1 : 0);
-        break;
-    case RECORD_INT:
-        rc = avro_value_set_int(field, *(const int32_t *)at);
-        break;
-    case RECORD_TIME:
-        rc = avro_value_set_long(field, *(const int64_t *)at);
-        break;
-    case RECORD_OPTIONAL_TIME:
-        rc = put_union(f->name, field,
-                       !*(const bool *)record_at_const(base, f->aux_offset),
-                       &branch, err);
-        if (rc <= 0)
-            return rc;
-        rc = avro_value_set_long(&branch, *(const int64_t *)at);
-        break;
-    case RECORD_ENUM:
-        return put_enum(f, field, *(const int *)at, err);
     case RECORD_STRINGS:
         return put_strings(f, field, base, err);
     case RECORD_RECORDS:
         return put_records(f, field, base, err);
+    default:
+        return put_scalar(f, f->kind, field, at, err);
     }
-    return rc != 0 ? put_refused(f->name, rc, err) : 0;
 }
 
 /* Fills the generic record from the rows of table read from base. */
@@ -364,15 +379,16 @@ static enum codec_status take_records(struct take *t,
     return CODEC_OK;
 }
 
-/* Reads a scalar row's value from field into base. */
+/* Reads a scalar of kind (the row's, or what its union holds) into at. */
 static enum codec_status take_scalar(struct take *t,
                                      const struct record_field *f,
-                                     avro_value_t *field, void *at)
+                                     enum record_kind kind, avro_value_t *field,
+                                     void *at)
 {
     int32_t i32 = 0;
     int v = 0;
 
-    switch (f->kind) {
+    switch (kind) {
     case RECORD_BOOLEAN:
         if (avro_value_get_boolean(field, &v) != 0)
             break;
@@ -384,7 +400,6 @@ static enum codec_status take_scalar(struct take *t,
         *(int32_t *)at = i32;
         return CODEC_OK;
     case RECORD_TIME:
-    case RECORD_OPTIONAL_TIME:
         if (avro_value_get_long(field, (int64_t *)at) != 0)
             break;
         return CODEC_OK;
@@ -401,6 +416,24 @@ static enum codec_status take_scalar(struct take *t,
     return take_fail(t, f->name, avro_strerror());
 }
 
+/* Reads a ["null", T] scalar: its is-set flag, and T when set. */
+static enum codec_status take_optional_scalar(struct take *t,
+                                              const struct record_field *f,
+                                              enum record_kind scalar,
+                                              avro_value_t *field, void *base)
+{
+    void *at = record_at(base, f->offset);
+    bool *is_set = record_at(base, f->aux_offset);
+    avro_value_t branch;
+    enum codec_status status;
+
+    *is_set = false;
+    status = take_union(t, f->name, field, &branch, is_set);
+    if (status != CODEC_OK || !*is_set)
+        return status;
+    return take_scalar(t, f, scalar, &branch, at);
+}
+
 /* Reads the value of row f from field into base. */
 static enum codec_status take_value(struct take *t,
                                     const struct record_field *f,
@@ -410,8 +443,11 @@ static enum codec_status take_value(struct take *t,
     const char *s = NULL;
     avro_value_t branch;
     bool is_set = false;
+    enum record_kind scalar;
     enum codec_status status;
 
+    if (record_is_optional_scalar(f->kind, &scalar))
+        return take_optional_scalar(t, f, scalar, field, base);
     switch (f->kind) {
     case RECORD_STRING:
         return take_string(t, f->name, field, at);
@@ -426,20 +462,12 @@ static enum codec_status take_value(struct take *t,
         if (status == CODEC_OK)
             copy_text(at, (size_t)f->limit, s);
         return status;
-    case RECORD_OPTIONAL_TIME:
-        *(int64_t *)at = 0;
-        *(bool *)record_at(base, f->aux_offset) = false;
-        status = take_union(t, f->name, field, &branch, &is_set);
-        if (status != CODEC_OK || !is_set)
-            return status;
-        *(bool *)record_at(base, f->aux_offset) = true;
-        return take_scalar(t, f, &branch, at);
     case RECORD_STRINGS:
         return take_strings(t, f, field, base);
     case RECORD_RECORDS:
         return take_records(t, f, field, base);
     default:
-        return take_scalar(t, f, field, at);
+        return take_scalar(t, f, f->kind, field, at);
     }
 }
 

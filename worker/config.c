@@ -207,15 +207,21 @@ static int get_int(const char *name, int def, int min, int max, int *out,
 {
     const char *v = getenv(name);
     char *end;
-    long n;
+    long n = 0;
+    bool ok;
 
     if (v == NULL || v[0] == '\0') {
         *out = def;
         return 0;
     }
-    errno = 0;
-    n = strtol(v, &end, 10);
-    if (errno != 0 || *end != '\0' || end == v || n < min || n > max) {
+    /* strtol alone would also take leading blanks and a '+'. */
+    ok = isdigit((unsigned char)v[v[0] == '-']) != 0;
+    if (ok) {
+        errno = 0;
+        n = strtol(v, &end, 10);
+        ok = errno == 0 && *end == '\0' && n >= min && n <= max;
+    }
+    if (!ok) {
         mw_error_set(err, MW_ERR_CONFIG, false, "invalid value for %s: \"%s\"",
                      name, v);
         mw_error_hint(err, "Use a whole number from %d to %d.", min, max);

@@ -550,6 +550,7 @@ int consumer_run(struct consumer *c, volatile sig_atomic_t *stop,
             backoff = BACKOFF_MIN_MS;
             log_debug("consumer", "batch committed", LF_INT("messages", n),
                       LF_INT("created", stats.created),
+                      LF_INT("updated", stats.updated),
                       LF_INT("rejected", stats.rejected),
                       LF_INT("dlq", stats.dlq));
             continue;

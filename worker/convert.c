@@ -360,6 +360,30 @@ static int64_t from_time(struct from *f, const char *name,
     return time_value(f, name, v);
 }
 
+/* A null|int field: returns false for absent or null. */
+static bool from_optional_int(struct from *f, const char *name, int32_t *n)
+{
+    const json_t *v = from_member(f, name, false);
+
+    *n = 0;
+    if (v == NULL || json_is_null(v))
+        return false;
+    *n = from_int(f, name);
+    return !f->failed;
+}
+
+/* A null|boolean field: returns false for absent or null. */
+static bool from_optional_boolean(struct from *f, const char *name, bool *b)
+{
+    const json_t *v = from_member(f, name, false);
+
+    *b = false;
+    if (v == NULL || json_is_null(v))
+        return false;
+    *b = from_boolean(f, name, RECORD_REQUIRED);
+    return !f->failed;
+}
+
 /* A null|time field: returns false for absent or null. */
 static bool from_optional_time(struct from *f, const char *name, int64_t *ms)
 {
@@ -401,6 +425,19 @@ static int from_enum(struct from *f, const char *name, const char *const *names,
               name);
     mw_error_detail(f->err, "Allowed symbols: %s.", allowed);
     return 0;
+}
+
+/* A null|enum field: returns false for absent or null. */
+static bool from_optional_enum(struct from *f, const struct record_field *field,
+                               int *value)
+{
+    const json_t *v = from_member(f, field->name, false);
+
+    *value = 0;
+    if (v == NULL || json_is_null(v))
+        return false;
+    *value = from_enum(f, field->name, field->symbols, field->limit);
+    return !f->failed;
 }
 
 static const char **from_string_array(struct from *f, const char *name,
@@ -509,6 +546,18 @@ static void from_value(struct from *f, const struct record_field *field,
     case RECORD_ENUM:
         *(int *)at = from_enum(f, name, field->symbols, field->limit);
         return;
+    case RECORD_OPTIONAL_INT:
+        *(bool *)record_at(base, field->aux_offset) =
+            from_optional_int(f, name, at);
+        return;
+    case RECORD_OPTIONAL_BOOLEAN:
+        *(bool *)record_at(base, field->aux_offset) =
+            from_optional_boolean(f, name, at);
+        return;
+    case RECORD_OPTIONAL_ENUM:
+        *(bool *)record_at(base, field->aux_offset) =
+            from_optional_enum(f, field, at);
+        return;
     case RECORD_STRINGS:
         *(const char ***)at =
             from_string_array(f, name, record_at(base, field->aux_offset));
@@ -527,6 +576,7 @@ static enum mw_record_type request_type(const char *name)
     static const enum mw_record_type requests[] = {
         MW_REC_CUSTOMER_REQUESTED,
         MW_REC_CUSTOMER_TERMINATION_REQUESTED,
+        MW_REC_CUSTOMER_UPDATE_REQUESTED,
     };
 
     for (size_t i = 0; i < sizeof(requests) / sizeof(requests[0]); i++) {
@@ -562,8 +612,9 @@ int convert_record_from_json(const json_t *obj, struct mw_arena *arena,
     if (rec->type == MW_REC_COUNT) {
         mw_error_set(err, MW_ERR_INPUT, false,
                      "cannot produce a record of type \"%s\"", name);
-        mw_error_hint(err, "Use \"CustomerRequested\" (the default) or "
-                           "\"CustomerTerminationRequested\".");
+        mw_error_hint(err, "Use \"CustomerRequested\" (the default), "
+                           "\"CustomerTerminationRequested\" or "
+                           "\"CustomerUpdateRequested\".");
         return -1;
     }
     table = record_table(rec->type);
@@ -635,41 +686,54 @@ static json_t *records_json(const struct record_field *field, const void *base)
     return list;
 }
 
-/* The JSON of row field read from base, or NULL when out of memory. */
-static json_t *value_json(const struct record_field *field, const void *base)
+/* The JSON of a scalar of kind at at; an enum out of range is its number. */
+static json_t *scalar_json(const struct record_field *field,
+                           enum record_kind kind, const void *at)
 {
-    const void *at = record_at_const(base, field->offset);
     int v;
 
-    switch (field->kind) {
-    case RECORD_STRING:
-    case RECORD_OPTIONAL_STRING:
-        return string_json(*(const char *const *)at);
-    case RECORD_TEXT:
-        return json_string(at);
+    switch (kind) {
     case RECORD_BOOLEAN:
         return json_boolean(*(const bool *)at);
     case RECORD_INT:
         return json_integer(*(const int32_t *)at);
     case RECORD_TIME:
         return time_json(*(const int64_t *)at);
-    case RECORD_OPTIONAL_TIME:
-        if (!*(const bool *)record_at_const(base, field->aux_offset))
-            return json_null();
-        return time_json(*(const int64_t *)at);
     case RECORD_ENUM:
-        /* A value out of range shows as its number. */
         v = *(const int *)at;
         return v >= 0 && v < field->limit ? json_string(field->symbols[v])
                                           : json_integer(v);
+    default:
+        return NULL;
+    }
+}
+
+/* The JSON of row field read from base, or NULL when out of memory. */
+static json_t *value_json(const struct record_field *field, const void *base)
+{
+    const void *at = record_at_const(base, field->offset);
+    enum record_kind scalar;
+
+    if (record_is_optional_scalar(field->kind, &scalar)) {
+        if (!*(const bool *)record_at_const(base, field->aux_offset))
+            return json_null();
+        return scalar_json(field, scalar, at);
+    }
+    switch (field->kind) {
+    case RECORD_STRING:
+    case RECORD_OPTIONAL_STRING:
+        return string_json(*(const char *const *)at);
+    case RECORD_TEXT:
+        return json_string(at);
     case RECORD_STRINGS:
         return strings_json(
             *(const char *const *const *)at,
             *(const size_t *)record_at_const(base, field->aux_offset));
     case RECORD_RECORDS:
         return records_json(field, base);
+    default:
+        return scalar_json(field, field->kind, at);
     }
-    return NULL;
 }
 
 /* Adds the rows of table read from base to obj.  0, or -1 (memory). */

@@ -16,7 +16,8 @@
 
 /*
  * Builds a request from a JSON object.  "type" selects the record
- * ("CustomerRequested", the default, or "CustomerTerminationRequested");
+ * ("CustomerRequested", the default, "CustomerTerminationRequested" or
+ * "CustomerUpdateRequested");
  * missing optional fields take the schema defaults; a missing
  * request_id is generated, a missing requested_at is now.  Returns 0, or
  * -1 with err naming the field when a value has the wrong JSON type or an

@@ -333,19 +333,12 @@ static int choose_cluster_dir(const char *base, const struct passwd *owner,
     return 0;
 }
 
-struct embedded_pg *embedded_pg_start(const char *data_dir,
-                                      struct mw_error *err)
+/* Decides who runs the server: initdb refuses to run as root, so root
+ * hands the cluster to the postgres user.  Returns -1 with err set. */
+static int choose_owner(struct embedded_pg *pg, const struct passwd **owner,
+                        struct mw_error *err)
 {
-    struct embedded_pg *pg = calloc(1, sizeof(*pg));
-    char base[PATH_MAX], cluster[PATH_MAX + 64], version_file[PATH_MAX + 160];
-    char opts[PATH_MAX + 256];
-    const struct passwd *owner = NULL;
-    struct stat st;
-
-    if (pg == NULL) {
-        mw_error_no_memory(err);
-        return NULL;
-    }
+    *owner = NULL;
     if (find_bindir(pg->bindir, sizeof(pg->bindir)) < 0) {
         mw_error_set(err, MW_ERR_CONFIG, false,
                      "cannot run the embedded PostgreSQL: no server found");
@@ -353,31 +346,41 @@ struct embedded_pg *embedded_pg_start(const char *data_dir,
         mw_error_hint(err, "Install Debian's postgresql package "
                            "(scripts/install-deps.sh) or set "
                            "MESH_WORKER_DATABASE_URL.");
-        goto fail;
+        return -1;
     }
-    if (geteuid() == 0) {
-        /* initdb refuses to run as root. */
-        pg->run_as = "postgres";
-        owner = getpwnam(pg->run_as);
-        if (owner == NULL) {
-            mw_error_set(err, MW_ERR_CONFIG, false,
-                         "cannot run the embedded PostgreSQL as root");
-            mw_error_detail(err, "There is no \"postgres\" user to run it.");
-            mw_error_hint(err, "Run as another user or set "
-                               "MESH_WORKER_DATABASE_URL.");
-            goto fail;
-        }
+    if (geteuid() != 0)
+        return 0;
+    pg->run_as = "postgres";
+    *owner = getpwnam(pg->run_as);
+    if (*owner == NULL) {
+        mw_error_set(err, MW_ERR_CONFIG, false,
+                     "cannot run the embedded PostgreSQL as root");
+        mw_error_detail(err, "There is no \"postgres\" user to run it.");
+        mw_error_hint(err, "Run as another user or set "
+                           "MESH_WORKER_DATABASE_URL.");
+        return -1;
     }
+    return 0;
+}
+
+/* Makes the directories under data_dir and names the cluster, socket
+ * and log paths in pg.  Returns -1 with err set. */
+static int lay_out(struct embedded_pg *pg, const char *data_dir,
+                   const struct passwd *owner, struct mw_error *err)
+{
+    char base[PATH_MAX], cluster[PATH_MAX + 64];
+    int fd;
+
     if (make_dir(data_dir, owner, 0755, err) < 0)
-        goto fail;
+        return -1;
     if (realpath(data_dir, base) == NULL) {
         mw_error_set(err, MW_ERR_CONFIG, false,
                      "could not resolve MESH_WORKER_DATA_DIR \"%s\"", data_dir);
         mw_error_detail(err, "%s", strerror(errno));
-        goto fail;
+        return -1;
     }
     if (choose_cluster_dir(base, owner, cluster, sizeof(cluster), err) < 0)
-        goto fail;
+        return -1;
     snprintf(pg->pgdata, sizeof(pg->pgdata), "%s/postgresql", cluster);
     snprintf(pg->rundir, sizeof(pg->rundir), "%s/run", cluster);
     snprintf(pg->logfile, sizeof(pg->logfile), "%s/postgresql.log", cluster);
@@ -388,75 +391,102 @@ struct embedded_pg *embedded_pg_start(const char *data_dir,
         mw_error_detail(err, "The socket would be %s/.s.PGSQL.5432.",
                         pg->rundir);
         mw_error_hint(err, "Use a data directory with a shorter path.");
-        goto fail;
+        return -1;
     }
     if (make_dir(pg->rundir, owner, 0755, err) < 0)
-        goto fail;
-    {
-        int fd = open(pg->logfile, O_WRONLY | O_CREAT | O_APPEND, 0644);
-
-        if (fd >= 0) {
-            if (owner != NULL && fchown(fd, owner->pw_uid, owner->pw_gid))
-                log_warn("embedded", "could not hand the log to postgres");
-            close(fd);
-        }
+        return -1;
+    fd = open(pg->logfile, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+        if (owner != NULL && fchown(fd, owner->pw_uid, owner->pw_gid))
+            log_warn("embedded", "could not hand the log to postgres");
+        close(fd);
     }
+    return 0;
+}
+
+/* Runs initdb unless the cluster exists.  Returns -1 with err set. */
+static int init_cluster(struct embedded_pg *pg, const struct passwd *owner,
+                        struct mw_error *err)
+{
+    char version_file[PATH_MAX + 160];
+    char *const initdb[] = {"initdb",
+                            "-D",
+                            pg->pgdata,
+                            "--auth=trust",
+                            "--username=postgres",
+                            "--encoding=UTF8",
+                            "--no-locale",
+                            "--no-sync",
+                            NULL};
+    struct stat st;
+
     snprintf(version_file, sizeof(version_file), "%s/PG_VERSION", pg->pgdata);
-    if (stat(version_file, &st) < 0) {
-        char *const initdb[] = {"initdb",
-                                "-D",
-                                pg->pgdata,
-                                "--auth=trust",
-                                "--username=postgres",
-                                "--encoding=UTF8",
-                                "--no-locale",
-                                "--no-sync",
-                                NULL};
-
-        log_info("embedded", "initialising the embedded PostgreSQL",
-                 LF_STR("path", pg->pgdata));
-        if (make_dir(pg->pgdata, owner, 0700, err) < 0)
-            goto fail;
-        if (run(pg, initdb) != 0) {
-            mw_error_set(err, MW_ERR_DATABASE, false,
-                         "could not initialise the embedded PostgreSQL");
-            mw_error_hint(err, "See %s.", pg->logfile);
-            goto fail;
-        }
+    if (stat(version_file, &st) == 0)
+        return 0;
+    log_info("embedded", "initialising the embedded PostgreSQL",
+             LF_STR("path", pg->pgdata));
+    if (make_dir(pg->pgdata, owner, 0700, err) < 0)
+        return -1;
+    if (run(pg, initdb) != 0) {
+        mw_error_set(err, MW_ERR_DATABASE, false,
+                     "could not initialise the embedded PostgreSQL");
+        mw_error_hint(err, "See %s.", pg->logfile);
+        return -1;
     }
-    snprintf(pg->conninfo, sizeof(pg->conninfo),
-             "host=%s port=5432 user=postgres dbname=postgres", pg->rundir);
-    {
-        char *const status[] = {"pg_ctl", "-D", pg->pgdata, "status", NULL};
+    return 0;
+}
 
-        if (run(pg, status) == 0) {
-            log_info("embedded", "reusing the embedded PostgreSQL",
-                     LF_STR("path", pg->pgdata));
-            return pg;
-        }
+/* Starts the server unless it runs already.  Returns -1 with err set. */
+static int start_server(struct embedded_pg *pg, struct mw_error *err)
+{
+    char opts[PATH_MAX + 256];
+    char *const status[] = {"pg_ctl", "-D", pg->pgdata, "status", NULL};
+    char *const start[] = {"pg_ctl", "-D", pg->pgdata, "-l", pg->logfile, "-w",
+                           "-t",     "60", "-o",       opts, "start",     NULL};
+
+    if (run(pg, status) == 0) {
+        log_info("embedded", "reusing the embedded PostgreSQL",
+                 LF_STR("path", pg->pgdata));
+        return 0;
     }
     snprintf(opts, sizeof(opts),
              "-c listen_addresses= -c unix_socket_directories=%s -p 5432",
              pg->rundir);
-    {
-        char *const start[] = {"pg_ctl",    "-D", pg->pgdata, "-l",
-                               pg->logfile, "-w", "-t",       "60",
-                               "-o",        opts, "start",    NULL};
-
-        if (run(pg, start) != 0) {
-            mw_error_set(err, MW_ERR_DATABASE, false,
-                         "could not start the embedded PostgreSQL");
-            mw_error_hint(err, "See %s.", pg->logfile);
-            goto fail;
-        }
+    if (run(pg, start) != 0) {
+        mw_error_set(err, MW_ERR_DATABASE, false,
+                     "could not start the embedded PostgreSQL");
+        mw_error_hint(err, "See %s.", pg->logfile);
+        return -1;
     }
     pg->started = 1;
     log_info("embedded", "embedded PostgreSQL started",
              LF_STR("path", pg->pgdata), LF_STR("socket", pg->rundir));
+    return 0;
+}
+
+struct embedded_pg *embedded_pg_start(const char *data_dir,
+                                      struct mw_error *err)
+{
+    struct embedded_pg *pg = calloc(1, sizeof(*pg));
+    const struct passwd *owner;
+
+    if (pg == NULL) {
+        mw_error_no_memory(err);
+        return NULL;
+    }
+    if (choose_owner(pg, &owner, err) < 0 ||
+        lay_out(pg, data_dir, owner, err) < 0 ||
+        init_cluster(pg, owner, err) < 0) {
+        free(pg);
+        return NULL;
+    }
+    snprintf(pg->conninfo, sizeof(pg->conninfo),
+             "host=%s port=5432 user=postgres dbname=postgres", pg->rundir);
+    if (start_server(pg, err) < 0) {
+        free(pg);
+        return NULL;
+    }
     return pg;
-fail:
-    free(pg);
-    return NULL;
 }
 
 const char *embedded_pg_conninfo(const struct embedded_pg *pg)

@@ -120,11 +120,16 @@ int events_created_row(struct codec *codec, struct mw_arena *arena,
                       r->request_id, item->traceparent, row, err);
 }
 
-/* The request id, MSP id and requester of a request or termination item. */
+/* The request id, MSP id and requester of a request, termination or
+ * update item. */
 static void item_origin(const struct store_item *item, const char **request_id,
                         const char **msp_id, const char **requested_by)
 {
-    if (item->kind == STORE_ITEM_TERMINATION) {
+    if (item->kind == STORE_ITEM_UPDATE) {
+        *request_id = item->update->request_id;
+        *msp_id = item->update->msp_id;
+        *requested_by = item->update->requested_by;
+    } else if (item->kind == STORE_ITEM_TERMINATION) {
         *request_id = item->termination->request_id;
         *msp_id = item->termination->msp_id;
         *requested_by = item->termination->requested_by;
@@ -166,6 +171,74 @@ int events_rejected_row(struct codec *codec, struct mw_arena *arena,
     rec.u.rejected.rejection = rej;
     return events_row(codec, arena, &rec, event_id, request_id, request_id,
                       item->traceparent, row, err);
+}
+
+/* ---- the outcome of an update ---- */
+
+int events_updated_row(struct codec *codec, struct mw_arena *arena,
+                       const struct store_item *item,
+                       struct store_outbox_row *row, struct mw_error *err)
+{
+    const struct mw_update_request *u = item->update;
+    const struct mw_customer_state *s = &item->updated;
+    char *event_id = arena_alloc(arena, IDS_UUID_LEN + 1);
+    struct mw_record rec;
+
+    if (event_id == NULL) {
+        mw_error_no_memory(err);
+        return -1;
+    }
+    ids_event_id("CustomerUpdated", u->request_id, event_id);
+    memset(&rec, 0, sizeof(rec));
+    rec.type = MW_REC_CUSTOMER_UPDATED;
+    rec.u.updated = (struct mw_customer_updated){
+        .event_id = event_id,
+        .customer_id = u->customer_id,
+        .request_id = u->request_id,
+        .msp_id = u->msp_id,
+        .occurred_at = item->occurred_at,
+        .requested_by = u->requested_by,
+        .source = u->source,
+        .changes = item->changes,
+        .licenses = s->licenses,
+        .account_type = s->account_type,
+        .billable = s->billable,
+        .monitor_mode = s->monitor_mode,
+        .primary_domain = s->primary_domain,
+        .additional_domains = s->additional_domains,
+        .additional_domains_count = s->additional_domains_count};
+    return events_row(codec, arena, &rec, event_id, u->customer_id,
+                      u->request_id, item->traceparent, row, err);
+}
+
+int events_bought_row(struct codec *codec, struct mw_arena *arena,
+                      const struct store_item *item,
+                      struct store_outbox_row *row, struct mw_error *err)
+{
+    const struct mw_update_request *u = item->update;
+    char *event_id = arena_alloc(arena, IDS_UUID_LEN + 1);
+    struct mw_record rec;
+
+    if (event_id == NULL) {
+        mw_error_no_memory(err);
+        return -1;
+    }
+    /* The id the automatic conversion would have had: billing sees one
+     * conversion whichever way it came. */
+    ids_event_id("TrialConverted", u->customer_id, event_id);
+    memset(&rec, 0, sizeof(rec));
+    rec.type = MW_REC_TRIAL_CONVERTED;
+    rec.u.trial_converted = (struct mw_trial_converted){
+        .event_id = event_id,
+        .customer_id = u->customer_id,
+        .msp_id = u->msp_id,
+        .occurred_at = item->occurred_at,
+        .trial_started_at = item->updated.created_at,
+        .trial_ended_at = item->occurred_at,
+        .licenses = item->updated.licenses,
+        .billing_starts_at = item->occurred_at};
+    return events_row(codec, arena, &rec, event_id, u->customer_id,
+                      u->request_id, item->traceparent, row, err);
 }
 
 /* ---- the event of a fired timer ---- */

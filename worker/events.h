@@ -1,6 +1,7 @@
 /*
  * The events the worker publishes on customer.events, as outbox rows: the
- * outcome of a request (CustomerCreated, CustomerRejected) and of a fired
+ * outcome of a request (CustomerCreated, CustomerRejected, CustomerUpdated
+ * and a trial bought early's TrialConverted) and of a fired
  * timer (TrialEnding, TrialConverted, CustomerTerminated), encoded, keyed
  * and labelled one way whoever writes them.  Each function encodes one
  * event with codec into memory from arena, which the caller resets after
@@ -43,6 +44,25 @@ int events_rejected_row(struct codec *codec, struct mw_arena *arena,
                         const struct mw_rejection *rej,
                         struct store_outbox_row *row,
                         struct mw_error *err) MW_MUSTCHECK;
+
+/*
+ * The CustomerUpdated of an update item the claim made STORE_UPDATED:
+ * its change list and the resulting state, keyed by the customer.
+ */
+int events_updated_row(struct codec *codec, struct mw_arena *arena,
+                       const struct store_item *item,
+                       struct store_outbox_row *row,
+                       struct mw_error *err) MW_MUSTCHECK;
+
+/*
+ * The TrialConverted of a trial an update bought early (item->is_bought):
+ * billing starts at the update, and the event id is the one the
+ * automatic conversion would have had.
+ */
+int events_bought_row(struct codec *codec, struct mw_arena *arena,
+                      const struct store_item *item,
+                      struct store_outbox_row *row,
+                      struct mw_error *err) MW_MUSTCHECK;
 
 /*
  * The event of a timer store_timers_claim returned FIRED, keyed by its

@@ -114,6 +114,8 @@ static char *render_metrics(size_t *len)
             "Messages read from the requests topic.", &mw_metrics.consumed);
     counter(&t, "mesh_worker_customers_provisioned_total", "Customers created.",
             &mw_metrics.provisioned);
+    counter(&t, "mesh_worker_customers_updated_total",
+            "Customer updates applied.", &mw_metrics.updated);
     counter(&t, "mesh_worker_requests_rejected_total",
             "CustomerRejected events written (rules, taken domains, "
             "conflicts, terminations).",

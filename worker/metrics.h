@@ -14,6 +14,7 @@
 struct mw_metrics {
     atomic_llong consumed;       /* messages read from customer.requests */
     atomic_llong provisioned;    /* customers created */
+    atomic_llong updated;        /* customer updates applied */
     atomic_llong rejected;       /* CustomerRejected written */
     atomic_llong duplicates;     /* redeliveries that changed nothing */
     atomic_llong conflicts;      /* REQUEST_ID_CONFLICT */

@@ -33,12 +33,16 @@ const char *const mw_rejection_code_names[MW_REJ_COUNT] = {
     "REQUEST_ID_CONFLICT",
     "UNKNOWN_CUSTOMER",
     "NOT_CUSTOMER_OWNER",
-    "ALREADY_TERMINATED"};
+    "ALREADY_TERMINATED",
+    "STALE_UPDATE"};
+const char *const mw_update_source_names[MW_SOURCE_COUNT] = {"MSP",
+                                                             "M365_SYNC"};
 const char *const mw_record_names[MW_REC_COUNT] = {
-    "CustomerRequested", "CustomerTerminationRequested",
-    "CustomerCreated",   "CustomerRejected",
-    "TrialEnding",       "TrialConverted",
-    "CustomerTerminated"};
+    "CustomerRequested",  "CustomerTerminationRequested",
+    "CustomerCreated",    "CustomerRejected",
+    "TrialEnding",        "TrialConverted",
+    "CustomerTerminated", "CustomerUpdateRequested",
+    "CustomerUpdated"};
 
 int mw_enum_lookup(const char *const *names, int count, const char *name)
 {

@@ -71,7 +71,15 @@ enum mw_rejection_code {
     MW_REJ_UNKNOWN_CUSTOMER,
     MW_REJ_NOT_CUSTOMER_OWNER,
     MW_REJ_ALREADY_TERMINATED,
+    MW_REJ_STALE_UPDATE,
     MW_REJ_COUNT
+};
+
+/* Who sent a CustomerUpdateRequested. */
+enum mw_update_source {
+    MW_SOURCE_MSP = 0,   /* the MSP, in the portal */
+    MW_SOURCE_M365_SYNC, /* the Microsoft 365 license sync */
+    MW_SOURCE_COUNT
 };
 
 /* Symbol names, indexed by the enums above. */
@@ -80,11 +88,16 @@ extern const char *const mw_service_names[MW_SERVICE_COUNT];
 extern const char *const mw_account_type_names[MW_ACCOUNT_COUNT];
 extern const char *const mw_installation_names[MW_INSTALL_COUNT];
 extern const char *const mw_rejection_code_names[MW_REJ_COUNT];
+extern const char *const mw_update_source_names[MW_SOURCE_COUNT];
 
 /* Returns the index of name in names[0..count), or -1. */
 int mw_enum_lookup(const char *const *names, int count, const char *name);
 
-/* Kinds of record on the two topics, in the order of the topic unions. */
+/*
+ * Kinds of record on the two topics.  Records added after the first
+ * release come last, as they come last in the topic unions; see
+ * codec_union_branch() for each record's branch.
+ */
 enum mw_record_type {
     MW_REC_CUSTOMER_REQUESTED = 0,
     MW_REC_CUSTOMER_TERMINATION_REQUESTED,
@@ -93,6 +106,8 @@ enum mw_record_type {
     MW_REC_TRIAL_ENDING,
     MW_REC_TRIAL_CONVERTED,
     MW_REC_CUSTOMER_TERMINATED,
+    MW_REC_CUSTOMER_UPDATE_REQUESTED,
+    MW_REC_CUSTOMER_UPDATED,
     MW_REC_COUNT
 };
 
@@ -132,6 +147,55 @@ struct mw_termination_request {
     const char *customer_id;
     bool has_effective_at; /* false = null = now */
     int64_t effective_at;
+};
+
+/*
+ * CustomerUpdateRequested.  A field whose has_ flag is false (or whose
+ * string is NULL) was null: it stays as it is.  An empty
+ * delivery_destination or policy_template_id removes the value.
+ */
+struct mw_update_request {
+    const char *request_id;
+    int64_t requested_at;
+    const char *requested_by;
+    const char *msp_id;
+    const char *customer_id;
+    int source;          /* enum mw_update_source */
+    int64_t observed_at; /* epoch ms, when the source saw the values */
+    bool has_licenses;
+    int32_t licenses;
+    bool has_monitor_mode;
+    bool monitor_mode;
+    bool has_two_factor_required;
+    bool two_factor_required;
+    bool has_msp_management;
+    bool msp_management;
+    bool has_apply_global_rules;
+    bool apply_global_rules;
+    const char *delivery_destination; /* NULL = unchanged, "" = remove */
+    const char *policy_template_id;   /* NULL = unchanged, "" = remove */
+    const char **add_domains;
+    size_t add_domains_count;
+    const char **remove_domains;
+    size_t remove_domains_count;
+    bool has_account_type;
+    int account_type; /* enum mw_account_type */
+};
+
+/* One item of CustomerUpdated.changes (record FieldChange). */
+struct mw_field_change {
+    const char *field;
+    const char *old_value; /* NULL = none */
+    const char *new_value; /* NULL = none */
+};
+
+/* Fields an update may change, and so the most changes one reports. */
+#define MW_MAX_FIELD_CHANGES 16
+
+/* What an update changed, in the order of the update's fields. */
+struct mw_changes {
+    size_t count;
+    struct mw_field_change changes[MW_MAX_FIELD_CHANGES];
 };
 
 /* One item of CustomerRejected.errors (record RejectionError). */
@@ -224,6 +288,53 @@ struct mw_customer_terminated {
     const char *request_id;
 };
 
+/* CustomerUpdated. */
+struct mw_customer_updated {
+    const char *event_id;
+    const char *customer_id;
+    const char *request_id;
+    const char *msp_id;
+    int64_t occurred_at;
+    const char *requested_by;
+    int source; /* enum mw_update_source */
+    const struct mw_changes *changes;
+    int32_t licenses;
+    int account_type;
+    bool billable;
+    bool monitor_mode;
+    const char *primary_domain;
+    const char **additional_domains;
+    size_t additional_domains_count;
+};
+
+/*
+ * A customer as an update sees it and leaves it: what the rules check an
+ * update against and what CustomerUpdated reports.  Strings are borrowed.
+ */
+struct mw_customer_state {
+    const char *customer_id;
+    const char *msp_id;
+    const char *msp_domain;
+    int service;        /* enum mw_service */
+    int account_type;   /* enum mw_account_type */
+    bool is_trial;      /* a trial not yet converted */
+    bool is_terminated; /* terminated, or its termination is due */
+    bool billable;
+    int32_t licenses;
+    bool has_licenses_observed_at; /* false until an update set licenses */
+    int64_t licenses_observed_at;
+    bool monitor_mode;
+    bool two_factor_required;
+    bool msp_management;
+    bool apply_global_rules;
+    const char *delivery_destination; /* NULL = none */
+    const char *policy_template_id;   /* NULL = none */
+    const char *primary_domain;
+    const char **additional_domains;
+    size_t additional_domains_count;
+    int64_t created_at;
+};
+
 /* Any record of either topic, tagged by type. */
 struct mw_record {
     enum mw_record_type type;
@@ -235,9 +346,13 @@ struct mw_record {
         struct mw_trial_ending trial_ending;
         struct mw_trial_converted trial_converted;
         struct mw_customer_terminated terminated;
+        struct mw_update_request update;
+        struct mw_customer_updated updated;
     } u;
     /* Storage for rejected.rejection when decoded. */
     struct mw_rejection rejection_storage;
+    /* Storage for updated.changes when decoded. */
+    struct mw_changes changes_storage;
 };
 
 /* Current time in epoch milliseconds, UTC (honours the test clock). */

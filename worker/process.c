@@ -111,8 +111,8 @@ static int grow(struct process *p, size_t count)
         return 0;
     p->items = resize(p->items, count, sizeof(*p->items), &is_oom);
     p->records = resize(p->records, count, sizeof(*p->records), &is_oom);
-    /* An item makes at most one outbox row. */
-    p->rows = resize(p->rows, count, sizeof(*p->rows), &is_oom);
+    /* An item makes at most two outbox rows (a trial bought early). */
+    p->rows = resize(p->rows, 2 * count, sizeof(*p->rows), &is_oom);
     p->dlq_reasons =
         resize(p->dlq_reasons, count, sizeof(*p->dlq_reasons), &is_oom);
     p->dlq_errors =
@@ -219,7 +219,8 @@ static int decode(struct process *p, const struct process_msg *m,
     status = codec_decode(p->codec, m->value, m->value ? m->value_len : 0,
                           p->arena, rec, &derr);
     if (status == CODEC_OK && rec->type != MW_REC_CUSTOMER_REQUESTED &&
-        rec->type != MW_REC_CUSTOMER_TERMINATION_REQUESTED) {
+        rec->type != MW_REC_CUSTOMER_TERMINATION_REQUESTED &&
+        rec->type != MW_REC_CUSTOMER_UPDATE_REQUESTED) {
         status = CODEC_WRONG_RECORD_TYPE;
         snprintf(derr.msg, sizeof(derr.msg),
                  "a %s record does not belong on the requests topic",
@@ -245,41 +246,90 @@ static int decode(struct process *p, const struct process_msg *m,
     return 0;
 }
 
+/*
+ * Makes item an invalid request carrying only the identifiers of a
+ * termination or update the rules rejected on its own: claimed like an
+ * invalid request, its id is recorded as rejected, so a redelivery
+ * publishes nothing new.  Returns 0, or -1 when out of memory.
+ */
+static int shim_rejected(struct process *p, struct store_item *item,
+                         const char *request_id, const char *msp_id,
+                         const char *requested_by)
+{
+    struct mw_request *shim = arena_alloc(p->arena, sizeof(*shim));
+
+    if (shim == NULL)
+        return -1;
+    memset(shim, 0, sizeof(*shim));
+    shim->request_id = request_id;
+    shim->msp_id = msp_id;
+    shim->requested_by = requested_by;
+    item->kind = STORE_ITEM_REQUEST;
+    item->request = shim;
+    item->termination = NULL;
+    item->update = NULL;
+    item->is_valid = false;
+    return 0;
+}
+
+/*
+ * Ends the preparation of a termination or update the rules checked (rc
+ * as they returned it): a rejected one becomes an invalid request
+ * (shim_rejected), then its identity is hashed.  0, or -1 with err.
+ */
+static int settle_checked(struct process *p, struct mw_record *rec,
+                          struct store_item *item, int rc,
+                          const char *request_id, const char *msp_id,
+                          const char *requested_by, struct mw_error *err)
+{
+    if (rc == 0) {
+        item->is_valid = true;
+    } else if (rc < 0 ||
+               shim_rejected(p, item, request_id, msp_id, requested_by) != 0) {
+        mw_error_no_memory(err);
+        return -1;
+    }
+    return hash_identity(p, rec, item, err);
+}
+
 /* Validates a decoded termination into item.  0, or -1 with err. */
 static int prepare_termination(struct process *p, struct mw_record *rec,
                                struct store_item *item, struct mw_error *err)
 {
-    struct mw_rejection *rej = &rec->rejection_storage;
-    struct mw_request *shim;
+    const struct mw_termination_request *t = &rec->u.termination;
 
     item->kind = STORE_ITEM_TERMINATION;
-    item->termination = &rec->u.termination;
-    switch (rules_check_termination(&rec->u.termination, rej)) {
-    case 0:
-        item->is_valid = true;
-        break;
-    case 1:
-        /* Claimed like an invalid request: its id is recorded as
-         * rejected, so a redelivery publishes nothing new. */
-        shim = arena_alloc(p->arena, sizeof(*shim));
-        if (shim == NULL)
-            goto oom;
-        memset(shim, 0, sizeof(*shim));
-        shim->request_id = rec->u.termination.request_id;
-        shim->msp_id = rec->u.termination.msp_id;
-        shim->requested_by = rec->u.termination.requested_by;
-        item->kind = STORE_ITEM_REQUEST;
-        item->request = shim;
-        item->termination = NULL;
-        item->is_valid = false;
-        break;
-    default:
-        goto oom;
+    item->termination = t;
+    return settle_checked(p, rec, item,
+                          rules_check_termination(t, &rec->rejection_storage),
+                          t->request_id, t->msp_id, t->requested_by, err);
+}
+
+/*
+ * Validates a decoded update into item: what needs no database now, the
+ * rest (rules_apply_update, its judge) when the claim has loaded its
+ * customer.  0, or -1 with err.
+ */
+static int prepare_update(struct process *p, struct mw_record *rec,
+                          struct store_item *item, struct mw_error *err)
+{
+    const struct mw_update_request *u = &rec->u.update;
+    struct mw_update_request *normalized =
+        arena_alloc(p->arena, sizeof(*normalized));
+    int rc = -1;
+
+    item->kind = STORE_ITEM_UPDATE;
+    if (normalized != NULL)
+        rc = rules_check_update(u, p->arena, normalized,
+                                &rec->rejection_storage);
+    if (rc == 0) {
+        item->update = normalized;
+        item->judge = rules_apply_update;
+        item->update_rejection = &rec->rejection_storage;
+        item->changes = &rec->changes_storage;
     }
-    return hash_identity(p, rec, item, err);
-oom:
-    mw_error_no_memory(err);
-    return -1;
+    return settle_checked(p, rec, item, rc, u->request_id, u->msp_id,
+                          u->requested_by, err);
 }
 
 /*
@@ -337,26 +387,54 @@ static int prepare(struct process *p, const struct process_msg *m,
         return 0;
     if (rec->type == MW_REC_CUSTOMER_TERMINATION_REQUESTED)
         return prepare_termination(p, rec, item, err);
+    if (rec->type == MW_REC_CUSTOMER_UPDATE_REQUESTED)
+        return prepare_update(p, rec, item, err);
     return prepare_request(p, rec, item, now, err);
 }
 
-/* The request id of a request or termination item. */
+/* The request id of a request, termination or update item. */
 static const char *item_request_id(const struct store_item *item)
 {
+    if (item->kind == STORE_ITEM_UPDATE)
+        return item->update->request_id;
     return item->kind == STORE_ITEM_TERMINATION ? item->termination->request_id
                                                 : item->request->request_id;
 }
 
-/* The MSP id of a request or termination item, for the log. */
+/* The MSP id of a request, termination or update item, for the log. */
 static const char *item_msp_id(const struct store_item *item)
 {
+    if (item->kind == STORE_ITEM_UPDATE)
+        return item->update->msp_id;
     return item->kind == STORE_ITEM_TERMINATION ? item->termination->msp_id
                                                 : item->request->msp_id;
 }
 
 /*
- * Builds the outbox row of one claimed item: its event, or its DLQ copy.
- * Sets *has_row when there is one.  Returns 0, or -1 with err.
+ * The rows of an applied update: its CustomerUpdated and, for a trial
+ * bought early, the TrialConverted after it (same key, so in order).
+ * Sets *count to how many.  Returns 0, or -1 with err.
+ */
+static int updated_rows(struct process *p, const struct store_item *item,
+                        struct store_outbox_row *rows, int *count,
+                        struct mw_error *err)
+{
+    log_debug("process", "customer updated",
+              LF_STR("request_id", item->update->request_id),
+              LF_STR("customer_id", item->update->customer_id),
+              LF_STR("msp_id", item->update->msp_id),
+              LF_INT("changes", (int64_t)item->changes->count));
+    *count = item->is_bought ? 2 : 1;
+    if (events_updated_row(p->codec, p->arena, item, &rows[0], err) < 0)
+        return -1;
+    return item->is_bought
+               ? events_bought_row(p->codec, p->arena, item, &rows[1], err)
+               : 0;
+}
+
+/*
+ * Builds the outbox rows of one claimed item: its events, or its DLQ copy.
+ * Sets *has_row to how many (at most two).  Returns 0, or -1 with err.
  */
 static int outcome_row(struct process *p, const struct process_msg *m,
                        struct mw_record *rec, struct store_item *item,
@@ -381,10 +459,14 @@ static int outcome_row(struct process *p, const struct process_msg *m,
                   LF_STR("customer_id", item->customer_id),
                   LF_STR("msp_id", item->request->msp_id));
         return events_created_row(p->codec, p->arena, item, row, err);
+    case STORE_UPDATED:
+        stats->updated++;
+        return updated_rows(p, item, row, has_row, err);
     case STORE_REJECTED:
         stats->rejected++;
-        /* Invalid items carry the rules' errors already. */
-        if (item->kind == STORE_ITEM_TERMINATION && item->is_valid)
+        /* Invalid items and judged updates carry the rules' errors. */
+        if ((item->kind == STORE_ITEM_TERMINATION && item->is_valid) ||
+            (item->kind == STORE_ITEM_UPDATE && rej->count == 0))
             rules_reject_termination(item->termination_code, rej);
         else if (item->kind == STORE_ITEM_REQUEST && item->is_valid)
             rules_reject_taken_domains(item->request->primary_domain,
@@ -577,6 +659,7 @@ int process_batch(struct process *p, const struct process_msg *msgs,
     if (stats)
         *stats = local;
     atomic_fetch_add(&mw_metrics.provisioned, (long long)local.created);
+    atomic_fetch_add(&mw_metrics.updated, (long long)local.updated);
     atomic_fetch_add(&mw_metrics.rejected,
                      (long long)(local.rejected + local.conflicts));
     atomic_fetch_add(&mw_metrics.conflicts, (long long)local.conflicts);

@@ -35,6 +35,7 @@ struct process_msg {
 /* What a batch did, for metrics and tests. */
 struct process_stats {
     size_t created;
+    size_t updated;
     size_t rejected;
     size_t duplicates;
     size_t conflicts;

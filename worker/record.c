@@ -1,5 +1,6 @@
 /*
- * The field tables of the seven records and of RejectionError: the one
+ * The field tables of the nine records, of RejectionError and of
+ * FieldChange: the one
  * place that says which fields a record has.  Data only; the code that
  * walks the rows is the codec's (Avro) and convert's (JSON).  It does not
  * judge values (lengths and syntax are the rules module's).
@@ -51,6 +52,13 @@
      .kind = RECORD_STRINGS,                                                   \
      .offset = AT(rec, m),                                                     \
      .aux_offset = AT(rec, m##_count)}
+
+/* A ["null", T] field whose is-set flag is has_<member>. */
+#define OPTIONAL(rec, m, k)                                                    \
+    {.name = #m,                                                               \
+     .kind = k,                                                                \
+     .offset = AT(rec, m),                                                     \
+     .aux_offset = AT(rec, has_##m)}
 
 #define MAIL_PLATFORM(rec)                                                     \
     ENUM(rec, mail_platform, mw_mail_platform_names, MW_PLATFORM_COUNT)
@@ -120,6 +128,31 @@ static const struct record_field created_fields[] = {
     ENUM(created, installation, mw_installation_names, MW_INSTALL_COUNT),
 };
 
+static const struct record_field update_fields[] = {
+    NEW_ID(update, request_id),
+    TIME_NOW(update, requested_at),
+    STRING(update, requested_by),
+    STRING(update, msp_id),
+    STRING(update, customer_id),
+    ENUM(update, source, mw_update_source_names, MW_SOURCE_COUNT),
+    TIME_NOW(update, observed_at),
+    OPTIONAL(update, licenses, RECORD_OPTIONAL_INT),
+    OPTIONAL(update, monitor_mode, RECORD_OPTIONAL_BOOLEAN),
+    OPTIONAL(update, two_factor_required, RECORD_OPTIONAL_BOOLEAN),
+    OPTIONAL(update, msp_management, RECORD_OPTIONAL_BOOLEAN),
+    OPTIONAL(update, apply_global_rules, RECORD_OPTIONAL_BOOLEAN),
+    OPTIONAL_STRING(update, delivery_destination),
+    OPTIONAL_STRING(update, policy_template_id),
+    STRINGS(update, add_domains),
+    STRINGS(update, remove_domains),
+    {.name = "account_type",
+     .kind = RECORD_OPTIONAL_ENUM,
+     .offset = AT(update, account_type),
+     .aux_offset = AT(update, has_account_type),
+     .limit = MW_ACCOUNT_COUNT,
+     .symbols = mw_account_type_names},
+};
+
 /* RejectionError: offsets into struct mw_rejection_error. */
 static const struct record_field rejection_error_fields[] = {
     {.name = "field",
@@ -159,6 +192,51 @@ static const struct record_field rejected_fields[] = {
      .offset = AT(rejected, rejection),
      .aux_offset = offsetof(struct mw_record, rejection_storage),
      .array = &rejection_errors},
+};
+
+/* FieldChange: offsets into struct mw_field_change. */
+#define CHANGE_AT(member) offsetof(struct mw_field_change, member)
+static const struct record_field field_change_fields[] = {
+    {.name = "field", .kind = RECORD_STRING, .offset = CHANGE_AT(field)},
+    {.name = "old_value",
+     .kind = RECORD_OPTIONAL_STRING,
+     .offset = CHANGE_AT(old_value)},
+    {.name = "new_value",
+     .kind = RECORD_OPTIONAL_STRING,
+     .offset = CHANGE_AT(new_value)},
+};
+
+static const struct record_table field_change_table =
+    TABLE("FieldChange", field_change_fields);
+
+static const struct record_array field_changes = {
+    .item = &field_change_table,
+    .noun = "change list",
+    .count_offset = offsetof(struct mw_changes, count),
+    .items_offset = offsetof(struct mw_changes, changes),
+    .item_size = sizeof(struct mw_field_change),
+    .max_items = MW_MAX_FIELD_CHANGES,
+};
+
+static const struct record_field updated_fields[] = {
+    STRING(updated, event_id),
+    STRING(updated, customer_id),
+    STRING(updated, request_id),
+    STRING(updated, msp_id),
+    TIME(updated, occurred_at),
+    STRING(updated, requested_by),
+    ENUM(updated, source, mw_update_source_names, MW_SOURCE_COUNT),
+    {.name = "changes",
+     .kind = RECORD_RECORDS,
+     .offset = AT(updated, changes),
+     .aux_offset = offsetof(struct mw_record, changes_storage),
+     .array = &field_changes},
+    INT(updated, licenses),
+    ACCOUNT_TYPE(updated),
+    BOOLEAN(updated, billable, RECORD_REQUIRED),
+    BOOLEAN(updated, monitor_mode, RECORD_REQUIRED),
+    STRING(updated, primary_domain),
+    STRINGS(updated, additional_domains),
 };
 
 static const struct record_field trial_ending_fields[] = {
@@ -201,6 +279,8 @@ static const struct record_table tables[MW_REC_COUNT] = {
     TABLE("TrialEnding", trial_ending_fields),
     TABLE("TrialConverted", trial_converted_fields),
     TABLE("CustomerTerminated", terminated_fields),
+    TABLE("CustomerUpdateRequested", update_fields),
+    TABLE("CustomerUpdated", updated_fields),
 };
 /* clang-format on */
 
@@ -214,4 +294,29 @@ const struct record_table *record_table(enum mw_record_type type)
 const struct record_table *record_rejection_error_table(void)
 {
     return &rejection_error_table;
+}
+
+const struct record_table *record_field_change_table(void)
+{
+    return &field_change_table;
+}
+
+bool record_is_optional_scalar(enum record_kind kind, enum record_kind *scalar)
+{
+    switch (kind) {
+    case RECORD_OPTIONAL_TIME:
+        *scalar = RECORD_TIME;
+        return true;
+    case RECORD_OPTIONAL_INT:
+        *scalar = RECORD_INT;
+        return true;
+    case RECORD_OPTIONAL_BOOLEAN:
+        *scalar = RECORD_BOOLEAN;
+        return true;
+    case RECORD_OPTIONAL_ENUM:
+        *scalar = RECORD_ENUM;
+        return true;
+    default:
+        return false;
+    }
 }

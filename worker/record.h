@@ -23,16 +23,19 @@
 
 /* What a row holds, and how it is written in Avro and in JSON. */
 enum record_kind {
-    RECORD_STRING,          /* const char *; Avro string */
-    RECORD_OPTIONAL_STRING, /* const char *, NULL = null; ["null", string] */
-    RECORD_TEXT,            /* char[limit] in place; Avro string */
-    RECORD_BOOLEAN,         /* bool */
-    RECORD_INT,             /* int32_t */
-    RECORD_TIME,            /* int64_t epoch ms; long timestamp-millis */
-    RECORD_OPTIONAL_TIME,   /* int64_t, bool at aux_offset: set or null */
-    RECORD_ENUM,            /* int; index into symbols[0..limit) */
-    RECORD_STRINGS,         /* const char **, size_t count at aux_offset */
-    RECORD_RECORDS,         /* const container *; see struct record_array */
+    RECORD_STRING,           /* const char *; Avro string */
+    RECORD_OPTIONAL_STRING,  /* const char *, NULL = null; ["null", string] */
+    RECORD_TEXT,             /* char[limit] in place; Avro string */
+    RECORD_BOOLEAN,          /* bool */
+    RECORD_INT,              /* int32_t */
+    RECORD_TIME,             /* int64_t epoch ms; long timestamp-millis */
+    RECORD_OPTIONAL_TIME,    /* int64_t, bool at aux_offset: set or null */
+    RECORD_ENUM,             /* int; index into symbols[0..limit) */
+    RECORD_OPTIONAL_INT,     /* int32_t, bool at aux_offset; ["null", int] */
+    RECORD_OPTIONAL_BOOLEAN, /* bool, bool at aux_offset; ["null", boolean] */
+    RECORD_OPTIONAL_ENUM,    /* int, bool at aux_offset; ["null", enum] */
+    RECORD_STRINGS,          /* const char **, size_t count at aux_offset */
+    RECORD_RECORDS,          /* const container *; see struct record_array */
 };
 
 /*
@@ -92,6 +95,15 @@ const struct record_table *record_table(enum mw_record_type type);
 
 /* Returns the table of RejectionError, the items of CustomerRejected. */
 const struct record_table *record_rejection_error_table(void);
+
+/* Returns the table of FieldChange, the items of CustomerUpdated. */
+const struct record_table *record_field_change_table(void);
+
+/*
+ * True for the kinds held in a ["null", T] union whose is-set flag is at
+ * aux_offset; *scalar is then the kind of T.  Can't fail.
+ */
+bool record_is_optional_scalar(enum record_kind kind, enum record_kind *scalar);
 
 /* The address of the member at offset bytes into base. */
 static inline void *record_at(void *base, size_t offset)

@@ -16,6 +16,7 @@
  */
 #include "rules.h"
 #include "ids.h"
+#include "rules_internal.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -26,21 +27,8 @@
 
 /* A normalised domain with its trailing dot, and the NUL. */
 #define DOMAIN_BUF (MW_MAX_DOMAIN + 2)
-/* Longest part of a value quoted in a message, in bytes. */
-#define SHOWN_MAX 80
-#define SHOWN_BUF (SHOWN_MAX + 8)
 #define MAX_LOCAL_PART 64
 #define MAX_LABEL 63
-
-/* What every check needs: where to report and where to copy results. */
-struct check {
-    struct mw_arena *arena;
-    struct mw_rejection *rej;
-    bool is_out_of_memory;
-};
-
-/* Result of the checks that may run out of memory. */
-enum verdict { VALID = 0, INVALID = 1, NO_MEMORY = -1 };
 
 /* Cuts a character that vsnprintf split at the end of s[0..len). */
 static void trim_partial_utf8(char *s, size_t len)
@@ -151,7 +139,7 @@ static bool is_format(uint32_t cp)
  * quotes, backslashes, control characters and bytes that are not UTF-8
  * escaped, and cut after SHOWN_MAX bytes with "...".  Returns buf.
  */
-static const char *show(char buf[SHOWN_BUF], const char *value)
+const char *rules_show(char buf[SHOWN_BUF], const char *value)
 {
     const unsigned char *s = (const unsigned char *)value;
     size_t i = 0, len = 0;
@@ -532,8 +520,8 @@ static enum verdict check_email(const char *value, char *why, size_t size)
 }
 
 /* Reports a required field that is NULL or empty; returns true if so. */
-static bool is_missing(struct check *c, const char *field, const char *label,
-                       const char *value)
+bool rules_is_missing(struct check *c, const char *field, const char *label,
+                      const char *value)
 {
     if (value != NULL && value[0] != '\0')
         return false;
@@ -543,8 +531,8 @@ static bool is_missing(struct check *c, const char *field, const char *label,
 }
 
 /* A text of 1 to max printable code points (value not NULL). */
-static void check_text_field(struct check *c, const char *field,
-                             const char *label, const char *value, size_t max)
+void rules_check_text_field(struct check *c, const char *field,
+                            const char *label, const char *value, size_t max)
 {
     char shown[SHOWN_BUF];
     size_t count;
@@ -554,20 +542,20 @@ static void check_text_field(struct check *c, const char *field,
     case TEXT_NOT_UTF8:
         rules_add_error(c->rej, field, MW_REJ_INVALID_FIELD,
                         "The %s \"%s\" is not valid UTF-8 text.", label,
-                        show(shown, value));
+                        rules_show(shown, value));
         return;
     case TEXT_CONTROL:
         rules_add_error(c->rej, field, MW_REJ_INVALID_FIELD,
                         "The %s \"%s\" contains a control character "
                         "(U+%04X); only printable characters are allowed.",
-                        label, show(shown, value), (unsigned)control);
+                        label, rules_show(shown, value), (unsigned)control);
         return;
     case TEXT_FORMAT:
         rules_add_error(c->rej, field, MW_REJ_INVALID_FIELD,
                         "The %s \"%s\" contains an invisible formatting "
                         "character (U+%04X) that changes how the text is "
                         "shown; only printable characters are allowed.",
-                        label, show(shown, value), (unsigned)control);
+                        label, rules_show(shown, value), (unsigned)control);
         return;
     case TEXT_OK:
         break;
@@ -581,20 +569,20 @@ static void check_text_field(struct check *c, const char *field,
         rules_add_error(c->rej, field, MW_REJ_INVALID_FIELD,
                         "The %s \"%s\" has %zu characters; it must have "
                         "1 to %zu.",
-                        label, show(shown, value), count, max);
+                        label, rules_show(shown, value), count, max);
 }
 
-static void check_uuid_field(struct check *c, const char *field,
-                             const char *label, const char *value)
+void rules_check_uuid_field(struct check *c, const char *field,
+                            const char *label, const char *value)
 {
     char shown[SHOWN_BUF];
 
-    if (is_missing(c, field, label, value) || ids_is_uuid(value))
+    if (rules_is_missing(c, field, label, value) || ids_is_uuid(value))
         return;
     rules_add_error(c->rej, field, MW_REJ_INVALID_FIELD,
                     "The %s \"%s\" is not a UUID such as "
                     "123e4567-e89b-12d3-a456-426614174000.",
-                    label, show(shown, value));
+                    label, rules_show(shown, value));
 }
 
 static void check_email_field(struct check *c, const char *field,
@@ -603,14 +591,15 @@ static void check_email_field(struct check *c, const char *field,
     char shown[SHOWN_BUF];
     char why[128];
 
-    if (is_missing(c, field, label, value))
+    if (rules_is_missing(c, field, label, value))
         return;
     switch (check_email(value, why, sizeof(why))) {
     case VALID:
         break;
     case INVALID:
         rules_add_error(c->rej, field, MW_REJ_INVALID_FIELD,
-                        "The %s \"%s\" %s.", label, show(shown, value), why);
+                        "The %s \"%s\" %s.", label, rules_show(shown, value),
+                        why);
         break;
     case NO_MEMORY:
         c->is_out_of_memory = true;
@@ -622,8 +611,8 @@ static void check_email_field(struct check *c, const char *field,
  * Normalises one domain into the arena.  Returns the copy, or NULL with
  * *why set when invalid (or when memory ran out, which is flagged).
  */
-static const char *normalize(struct check *c, const char *value,
-                             const char **why)
+const char *rules_normalize(struct check *c, const char *value,
+                            const char **why)
 {
     char buf[DOMAIN_BUF];
     const char *copy;
@@ -651,13 +640,13 @@ static const char *check_domain_field(struct check *c, const char *field,
     char shown[SHOWN_BUF];
     const char *why, *domain;
 
-    if (is_missing(c, field, label, value))
+    if (rules_is_missing(c, field, label, value))
         return NULL;
-    domain = normalize(c, value, &why);
+    domain = rules_normalize(c, value, &why);
     if (domain == NULL && why != NULL)
         rules_add_error(c->rej, field, MW_REJ_INVALID_FIELD,
                         "The %s \"%s\" is not a valid domain name: %s.", label,
-                        show(shown, value), why);
+                        rules_show(shown, value), why);
     return domain;
 }
 
@@ -673,7 +662,8 @@ static void check_nfr_domain(struct check *c, const char *field,
                     "The %s \"%s\" is neither the MSP domain \"%s\" nor "
                     "below it; an NFR account is only for the MSP's own "
                     "domains.",
-                    label, show(shown, value), show(shown_msp, msp_domain));
+                    label, rules_show(shown, value),
+                    rules_show(shown_msp, msp_domain));
 }
 
 /* Reports how many of the additional domains broke one rule. */
@@ -730,12 +720,12 @@ static const char **check_additional(struct check *c,
         const char *why = "it is empty";
         const char *same = NULL;
 
-        domains[i] = value == NULL ? NULL : normalize(c, value, &why);
+        domains[i] = value == NULL ? NULL : rules_normalize(c, value, &why);
         if (domains[i] == NULL) {
             if (why != NULL && invalid++ == 0)
                 snprintf(invalid_msg, sizeof(invalid_msg),
                          "The %s \"%s\" is not a valid domain name: %s.", label,
-                         show(shown, value ? value : ""), why);
+                         rules_show(shown, value ? value : ""), why);
             continue;
         }
         if (primary != NULL && strcmp(domains[i], primary) == 0)
@@ -748,15 +738,16 @@ static const char **check_additional(struct check *c,
             snprintf(repeated_msg, sizeof(repeated_msg),
                      "The %s \"%s\" repeats %s (%s); a domain may appear "
                      "only once in a request.",
-                     label, show(shown, value), same,
-                     show(shown_other, domains[i]));
+                     label, rules_show(shown, value), same,
+                     rules_show(shown_other, domains[i]));
         if (nfr_parent != NULL &&
             !rules_domain_is_under(domains[i], nfr_parent) && foreign++ == 0)
             snprintf(foreign_msg, sizeof(foreign_msg),
                      "The %s \"%s\" is neither the MSP domain \"%s\" nor "
                      "below it; an NFR account is only for the MSP's own "
                      "domains.",
-                     label, show(shown, value), show(shown_other, nfr_parent));
+                     label, rules_show(shown, value),
+                     rules_show(shown_other, nfr_parent));
     }
     add_count_error(c, MW_REJ_INVALID_FIELD, invalid_msg, invalid);
     add_count_error(c, MW_REJ_INVALID_FIELD, repeated_msg, repeated);
@@ -946,21 +937,28 @@ static const char *check_destination(struct check *c,
                                      const struct mw_request *req,
                                      bool is_service_known)
 {
-    const char *field = "delivery_destination";
     const char *value = req->delivery_destination;
-    char shown[SHOWN_BUF];
-    struct destination d;
-    const char *why, *what, *copy;
-    bool is_out_of_memory = false;
 
     if (value == NULL || value[0] == '\0') {
         if (is_service_known && req->service != MW_SERVICE_MESH_365)
-            rules_add_error(c->rej, field, MW_REJ_DELIVERY_DESTINATION_REQUIRED,
+            rules_add_error(c->rej, "delivery_destination",
+                            MW_REJ_DELIVERY_DESTINATION_REQUIRED,
                             "A delivery destination for clean email is "
                             "required with %s, but none was given.",
                             mw_service_names[req->service]);
         return NULL;
     }
+    return rules_check_destination_value(c, value);
+}
+
+const char *rules_check_destination_value(struct check *c, const char *value)
+{
+    const char *field = "delivery_destination";
+    char shown[SHOWN_BUF];
+    struct destination d;
+    const char *why, *what, *copy;
+    bool is_out_of_memory = false;
+
     why = parse_destination(value, &d, &what, &is_out_of_memory);
     if (is_out_of_memory) {
         c->is_out_of_memory = true;
@@ -971,12 +969,12 @@ static const char *check_destination(struct check *c,
             rules_add_error(c->rej, field, MW_REJ_INVALID_FIELD,
                             "The delivery destination \"%s\" is not a valid "
                             "%s: %s.",
-                            show(shown, value), what, why);
+                            rules_show(shown, value), what, why);
         else
             rules_add_error(c->rej, field, MW_REJ_INVALID_FIELD,
                             "The delivery destination \"%s\" is not valid: "
                             "%s.",
-                            show(shown, value), why);
+                            rules_show(shown, value), why);
         return NULL;
     }
     if (d.has_port)
@@ -989,8 +987,8 @@ static const char *check_destination(struct check *c,
 }
 
 /* Reports an enum value outside its symbols; returns true when known. */
-static bool check_enum(struct check *c, const char *field, const char *label,
-                       int value, const char *const *names, int count)
+bool rules_check_enum(struct check *c, const char *field, const char *label,
+                      int value, const char *const *names, int count)
 {
     char list[160] = "";
     size_t len = 0;
@@ -1006,7 +1004,7 @@ static bool check_enum(struct check *c, const char *field, const char *label,
 }
 
 /* Copies an optional string into the arena, flagging lack of memory. */
-static const char *duplicate(struct check *c, const char *s)
+const char *rules_duplicate(struct check *c, const char *s)
 {
     const char *p;
 
@@ -1019,14 +1017,14 @@ static const char *duplicate(struct check *c, const char *s)
 }
 
 /* Checks the fields every request and termination carries first. */
-static void check_origin(struct check *c, const char *request_id,
-                         const char *requested_by, const char *msp_id)
+void rules_check_origin(struct check *c, const char *request_id,
+                        const char *requested_by, const char *msp_id)
 {
-    check_uuid_field(c, "request_id", "request id", request_id);
+    rules_check_uuid_field(c, "request_id", "request id", request_id);
     check_email_field(c, "requested_by", "requesting user's e-mail address",
                       requested_by);
-    if (!is_missing(c, "msp_id", "MSP id", msp_id))
-        check_text_field(c, "msp_id", "MSP id", msp_id, MW_MAX_ID);
+    if (!rules_is_missing(c, "msp_id", "MSP id", msp_id))
+        rules_check_text_field(c, "msp_id", "MSP id", msp_id, MW_MAX_ID);
 }
 
 int rules_check_request(const struct mw_request *req, struct mw_arena *arena,
@@ -1040,15 +1038,15 @@ int rules_check_request(const struct mw_request *req, struct mw_arena *arena,
     struct mw_request result = *req;
 
     rej->count = 0;
-    check_origin(&c, req->request_id, req->requested_by, req->msp_id);
+    rules_check_origin(&c, req->request_id, req->requested_by, req->msp_id);
     msp_domain =
         check_domain_field(&c, "msp_domain", "MSP domain", req->msp_domain);
 
-    is_platform_known =
-        check_enum(&c, "mail_platform", "mail platform", req->mail_platform,
-                   mw_mail_platform_names, MW_PLATFORM_COUNT);
-    is_service_known = check_enum(&c, "service", "service", req->service,
-                                  mw_service_names, MW_SERVICE_COUNT);
+    is_platform_known = rules_check_enum(
+        &c, "mail_platform", "mail platform", req->mail_platform,
+        mw_mail_platform_names, MW_PLATFORM_COUNT);
+    is_service_known = rules_check_enum(&c, "service", "service", req->service,
+                                        mw_service_names, MW_SERVICE_COUNT);
     if (is_platform_known && is_service_known &&
         req->service != MW_SERVICE_MESH_GATEWAY &&
         req->mail_platform != MW_PLATFORM_MICROSOFT_365)
@@ -1060,9 +1058,10 @@ int rules_check_request(const struct mw_request *req, struct mw_arena *arena,
                         mw_mail_platform_names[MW_PLATFORM_MICROSOFT_365],
                         mw_mail_platform_names[req->mail_platform]);
 
-    if (!is_missing(&c, "company_name", "company name", req->company_name))
-        check_text_field(&c, "company_name", "company name", req->company_name,
-                         MW_MAX_NAME);
+    if (!rules_is_missing(&c, "company_name", "company name",
+                          req->company_name))
+        rules_check_text_field(&c, "company_name", "company name",
+                               req->company_name, MW_MAX_NAME);
 
     primary = check_domain_field(&c, "primary_domain", "primary domain",
                                  req->primary_domain);
@@ -1087,8 +1086,8 @@ int rules_check_request(const struct mw_request *req, struct mw_arena *arena,
     check_email_field(&c, "default_admin_email", "default admin e-mail address",
                       req->default_admin_email);
     if (req->policy_template_id != NULL)
-        check_text_field(&c, "policy_template_id", "policy template id",
-                         req->policy_template_id, MW_MAX_ID);
+        rules_check_text_field(&c, "policy_template_id", "policy template id",
+                               req->policy_template_id, MW_MAX_ID);
     if (req->monitor_mode && is_service_known &&
         req->service != MW_SERVICE_MESH_365)
         rules_add_error(rej, "monitor_mode", MW_REJ_MONITOR_MODE_NOT_SUPPORTED,
@@ -1096,24 +1095,24 @@ int rules_check_request(const struct mw_request *req, struct mw_arena *arena,
                         "request asks for it with %s.",
                         mw_service_names[MW_SERVICE_MESH_365],
                         mw_service_names[req->service]);
-    check_enum(&c, "account_type", "account type", req->account_type,
-               mw_account_type_names, MW_ACCOUNT_COUNT);
+    rules_check_enum(&c, "account_type", "account type", req->account_type,
+                     mw_account_type_names, MW_ACCOUNT_COUNT);
 
     if (c.is_out_of_memory)
         return -1;
     if (rej->count > 0)
         return 1;
 
-    result.request_id = duplicate(&c, req->request_id);
-    result.requested_by = duplicate(&c, req->requested_by);
-    result.msp_id = duplicate(&c, req->msp_id);
+    result.request_id = rules_duplicate(&c, req->request_id);
+    result.requested_by = rules_duplicate(&c, req->requested_by);
+    result.msp_id = rules_duplicate(&c, req->msp_id);
     result.msp_domain = msp_domain;
-    result.company_name = duplicate(&c, req->company_name);
+    result.company_name = rules_duplicate(&c, req->company_name);
     result.primary_domain = primary;
     result.additional_domains = additional;
     result.delivery_destination = destination;
-    result.default_admin_email = duplicate(&c, req->default_admin_email);
-    result.policy_template_id = duplicate(&c, req->policy_template_id);
+    result.default_admin_email = rules_duplicate(&c, req->default_admin_email);
+    result.policy_template_id = rules_duplicate(&c, req->policy_template_id);
     if (c.is_out_of_memory)
         return -1;
     *out = result;
@@ -1126,8 +1125,8 @@ int rules_check_termination(const struct mw_termination_request *req,
     struct check c = {.rej = rej};
 
     rej->count = 0;
-    check_origin(&c, req->request_id, req->requested_by, req->msp_id);
-    check_uuid_field(&c, "customer_id", "customer id", req->customer_id);
+    rules_check_origin(&c, req->request_id, req->requested_by, req->msp_id);
+    rules_check_uuid_field(&c, "customer_id", "customer id", req->customer_id);
     if (c.is_out_of_memory)
         return -1;
     return rej->count > 0 ? 1 : 0;
@@ -1150,7 +1149,7 @@ void rules_reject_taken_domains(const char *primary_domain,
         rules_add_error(rej, field, MW_REJ_DOMAIN_ALREADY_PROVISIONED,
                         "The domain \"%s\" is already provisioned for another "
                         "customer.",
-                        show(shown, taken[i]));
+                        rules_show(shown, taken[i]));
     }
     if (count == 0)
         rules_add_error(rej, "primary_domain",
@@ -1192,5 +1191,5 @@ void rules_reject_conflict(const char *request_id, struct mw_rejection *rej)
     rules_add_error(rej, "request_id", MW_REJ_REQUEST_ID_CONFLICT,
                     "The request id \"%s\" was already used for a request "
                     "with other content; the first request stands.",
-                    show(shown, request_id));
+                    rules_show(shown, request_id));
 }

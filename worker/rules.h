@@ -33,6 +33,44 @@ int rules_check_termination(const struct mw_termination_request *req,
                             struct mw_rejection *rej);
 
 /*
+ * Checks the fields of an update that need no database: the identifiers,
+ * the source (a license sync may change only licenses), each value given
+ * (licenses 1 to 1,000,000, a delivery destination's syntax, a policy
+ * template id's length, the domains' syntax, no domain given twice or
+ * both added and removed, at most MW_MAX_ADDITIONAL_DOMAINS added) and the
+ * account type (only BUY_NOW may be asked for).  Returns 0 when valid,
+ * with *out a copy whose domains are normalised and whose delivery
+ * destination is lower-case (an empty string, a removal, stays empty);
+ * 1 when rejected, with every failing field in rej; -1 when memory ran
+ * out.  Strings of *out come from arena.
+ */
+int rules_check_update(const struct mw_update_request *req,
+                       struct mw_arena *arena, struct mw_update_request *out,
+                       struct mw_rejection *rej);
+
+/*
+ * Judges an update rules_check_update() passed against its customer as
+ * the database holds it (before; NULL when there is no such customer) and
+ * the added domains that other live customers hold (taken).  The customer
+ * must belong to the MSP and not be terminated; every value must obey the
+ * creation rules in the state that results (NFR licenses and domains,
+ * monitor mode only with MESH_365, a delivery destination kept for the
+ * MX-based services, added domains free and not already the customer's,
+ * removed domains the customer's and not the primary, at most
+ * MW_MAX_ADDITIONAL_DOMAINS in all, BUY_NOW only while on trial); a
+ * licenses value observed before the last one applied is STALE_UPDATE.
+ * Returns 0 when accepted, with *after the resulting state (strings
+ * borrowed from req, before or arena) and changes the fields that
+ * differ, in schema order, values as text; 1 when rejected, with every
+ * failing field in rej; -1 when memory ran out.
+ */
+int rules_apply_update(const struct mw_update_request *req,
+                       const struct mw_customer_state *before,
+                       const char *const *taken, size_t taken_count,
+                       struct mw_arena *arena, struct mw_customer_state *after,
+                       struct mw_changes *changes, struct mw_rejection *rej);
+
+/*
  * Normalises a domain name: lower case, trailing dot removed, Unicode
  * converted to A-labels (IDNA2008 with UTS #46 mapping), host-name rules
  * checked.  Returns the normalised name from arena, or NULL when the name

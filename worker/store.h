@@ -1,7 +1,8 @@
 /*
  * Everything the worker keeps in PostgreSQL, and the only module that
  * speaks SQL: migrations (store.c), the per-batch provisioning
- * transaction (store_claim.c), the outbox written with it and read by the
+ * transaction (store_claim.c, and store_update.c for the updates in it),
+ * the outbox written with it and read by the
  * relay (store_outbox.c), the lifecycle timers and the customer
  * description for operators (store_timers.c).
  *
@@ -83,13 +84,30 @@ enum store_outcome {
     STORE_CONFLICT,  /* same request_id, other content */
     STORE_DLQ,       /* undecodable, sent to the DLQ */
     STORE_SCHEDULED, /* termination accepted (lifecycle) */
+    STORE_UPDATED,   /* update accepted and applied */
 };
 
 enum store_item_kind {
     STORE_ITEM_REQUEST = 0,
     STORE_ITEM_TERMINATION,
     STORE_ITEM_DLQ,
+    STORE_ITEM_UPDATE,
 };
+
+/*
+ * Judges an update against its customer as loaded in the batch (before,
+ * NULL when there is none) and the added domains other live customers
+ * hold: rules_apply_update() of rules.h, handed in by the caller so that
+ * the store decides nothing a rule decides.  Returns 0 (accepted: after
+ * and changes filled), 1 (rejected: rej filled) or -1 (out of memory).
+ */
+typedef int (*store_update_judge)(const struct mw_update_request *req,
+                                  const struct mw_customer_state *before,
+                                  const char *const *taken, size_t taken_count,
+                                  struct mw_arena *arena,
+                                  struct mw_customer_state *after,
+                                  struct mw_changes *changes,
+                                  struct mw_rejection *rej);
 
 /*
  * One consumed message in a batch.  The caller fills the inputs; claim
@@ -108,6 +126,13 @@ struct store_item {
     const char *traceparent;          /* NULL when absent */
     /* inputs for STORE_ITEM_TERMINATION */
     const struct mw_termination_request *termination;
+    /* inputs for STORE_ITEM_UPDATE: the update (checked and normalised),
+     * its judge, and where the judge writes a rejection and the change
+     * list (caller-owned, valid for the batch) */
+    const struct mw_update_request *update;
+    store_update_judge judge;
+    struct mw_rejection *update_rejection;
+    struct mw_changes *changes;
     /* outputs */
     enum store_outcome outcome;
     /* DOMAIN_ALREADY_PROVISIONED: the normalised domains already taken,
@@ -121,6 +146,12 @@ struct store_item {
      * the past) and whether the customer was on trial. */
     int64_t effective_at;
     bool was_trial;
+    /* STORE_UPDATED: the customer as the update left it (strings from the
+     * arena), and whether a trial was bought early (trial_ends_at is then
+     * occurred_at) */
+    struct mw_customer_state updated;
+    bool is_bought;
+    /* STORE_REJECTED update: update_rejection holds every error */
 };
 
 /* Where an outbox row goes. */
@@ -143,13 +174,16 @@ struct store_outbox_row {
 
 /*
  * Opens the batch transaction and claims every request item, in order, in
- * one round trip (pipeline mode): records the request id with its
- * payload hash, and for valid new requests claims the domains and inserts
- * the customer.  Sets each item's outcome.  A domain already held by a
- * live customer makes the item STORE_REJECTED with taken_domains set and
- * nothing of it kept.  DLQ items get STORE_DLQ.  An item whose request id
- * (or a termination's msp_id or customer_id) is not UTF-8 or is longer
- * than 256 bytes is STORE_REJECTED without SQL and not recorded
+ * one round trip (pipeline mode) for each stretch between updates: records
+ * the request id with its payload hash, and for valid new requests claims
+ * the domains and inserts the customer.  An update is claimed where it
+ * stands in the batch, after everything before it: its customer is loaded
+ * and locked, judged by its judge, and when accepted written with its
+ * domains and change history (two more round trips).  Sets each item's outcome.
+ * A domain already held by a live customer makes the item STORE_REJECTED with
+ * taken_domains set and nothing of it kept.  DLQ items get STORE_DLQ.  An item
+ * whose request id (or a termination's msp_id or customer_id) is not UTF-8 or
+ * is longer than 256 bytes is STORE_REJECTED without SQL and not recorded
  * (termination_code MW_REJ_INVALID_FIELD), so that it cannot fail the
  * batch; the rules reject such requests anyway.  Returns 0 with the
  * transaction still open, or -1 with err filled and the transaction rolled
@@ -315,7 +349,8 @@ int store_timers_wait(struct store *store, int timeout_ms,
 /*
  * Describes a customer for operators, found by customer id or by domain
  * (the live holder first, else the last one released): the customer row,
- * its domains, its termination and its pending timers, as indented JSON
+ * its domains, its termination, its pending timers and its change
+ * history (every update applied, oldest first), as indented JSON
  * with UTC times.  Returns 1 and sets *json (malloc'ed, the caller frees)
  * when found, 0 when not, -1 with err.
  */

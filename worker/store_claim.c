@@ -143,9 +143,9 @@ static char *put_quoted(char *p, const char *s)
     return p;
 }
 
-/* Writes a text[] literal of strs, every element quoted, into arena. */
-static char *array_literal(struct mw_arena *arena, const char *const *strs,
-                           size_t count)
+/* See store_internal.h. */
+char *store_text_array_literal(struct mw_arena *arena, const char *const *strs,
+                               size_t count)
 {
     size_t len = 3;
     char *buf, *p;
@@ -167,13 +167,9 @@ static char *array_literal(struct mw_arena *arena, const char *const *strs,
     return buf;
 }
 
-/*
- * Parses a text[] in PostgreSQL's output format into an arena array.
- * NULL elements are skipped.  Returns 0, or -1 when out of memory or
- * malformed.
- */
-static int parse_array(struct mw_arena *arena, const char *text,
-                       const char ***strs, size_t *count)
+/* See store_internal.h. */
+int store_parse_text_array(struct mw_arena *arena, const char *text,
+                           const char ***strs, size_t *count)
 {
     size_t max = 1, n = 0, len = strlen(text);
     const char **out;
@@ -228,6 +224,8 @@ static const char *item_request_id(const struct store_item *item)
         return item->request->request_id;
     if (item->kind == STORE_ITEM_TERMINATION && item->termination != NULL)
         return item->termination->request_id;
+    if (item->kind == STORE_ITEM_UPDATE && item->update != NULL)
+        return item->update->request_id;
     return NULL;
 }
 
@@ -326,7 +324,7 @@ static int claim_request_values(const struct store_item *item,
     values[CLAIM_REQUESTED_BY] = r->requested_by;
     values[CLAIM_COMPANY_NAME] = r->company_name;
     values[CLAIM_PRIMARY_DOMAIN] = r->primary_domain;
-    values[CLAIM_ADDITIONAL_DOMAINS] = array_literal(
+    values[CLAIM_ADDITIONAL_DOMAINS] = store_text_array_literal(
         arena, r->additional_domains, r->additional_domains_count);
     if (values[CLAIM_ADDITIONAL_DOMAINS] == NULL)
         return -1;
@@ -535,7 +533,10 @@ static bool is_settled_locally(struct store_item *item)
         (item->kind == STORE_ITEM_TERMINATION &&
          (store_safe_text(item->termination->msp_id, MAX_KEY_BYTES) == NULL ||
           store_safe_text(item->termination->customer_id, MAX_KEY_BYTES) ==
-              NULL))) {
+              NULL)) ||
+        (item->kind == STORE_ITEM_UPDATE &&
+         (store_safe_text(item->update->msp_id, MAX_KEY_BYTES) == NULL ||
+          store_safe_text(item->update->customer_id, MAX_KEY_BYTES) == NULL))) {
         item->outcome = STORE_REJECTED;
         item->termination_code = MW_REJ_INVALID_FIELD;
         return true;
@@ -582,8 +583,9 @@ static int read_requests(struct store_item *items, const size_t *run,
         if (set_outcome(item, PQgetvalue(res, row, 1)) != 0)
             return -1;
         if (item->outcome == STORE_REJECTED && !PQgetisnull(res, row, 2) &&
-            parse_array(arena, PQgetvalue(res, row, 2), &item->taken_domains,
-                        &item->taken_domains_count) != 0)
+            store_parse_text_array(arena, PQgetvalue(res, row, 2),
+                                   &item->taken_domains,
+                                   &item->taken_domains_count) != 0)
             return -1;
     }
     return 0;
@@ -617,18 +619,21 @@ static void reset_outputs(struct store_item *items, size_t count)
         items[i].termination_code = 0;
         items[i].effective_at = 0;
         items[i].was_trial = false;
+        items[i].is_bought = false;
     }
 }
 
 /*
- * One query of a batch's pipeline: a run of consecutive requests (their
- * indexes are run[first .. first + count)) or one termination (items[index]).
- * Requests are claimed a run at a time and terminations one by one, in the
- * order of the batch, so that a termination sees exactly the customers
- * created before it.
+ * One query of a batch: a run of consecutive requests (their indexes are
+ * run[first .. first + count)), one termination or one update
+ * (items[index]).  Requests are claimed a run at a time, terminations and
+ * updates one by one, in the order of the batch, so that each sees
+ * exactly the customers created and changed before it.  Updates are not
+ * pipelined: the rules judge each between its two round trips.
  */
 struct claim_query {
     bool is_run;
+    bool is_update;
     size_t first, count;
     size_t index;
 };
@@ -652,8 +657,10 @@ static long plan_claims(struct store_item *items, size_t count,
 
         if (is_settled_locally(&items[i]))
             continue;
-        if (items[i].kind == STORE_ITEM_TERMINATION) {
-            (*queries)[nq++] = (struct claim_query){.index = i};
+        if (items[i].kind == STORE_ITEM_TERMINATION ||
+            items[i].kind == STORE_ITEM_UPDATE) {
+            (*queries)[nq++] = (struct claim_query){
+                .is_update = items[i].kind == STORE_ITEM_UPDATE, .index = i};
             continue;
         }
         if (q == NULL || !q->is_run) {
@@ -667,16 +674,18 @@ static long plan_claims(struct store_item *items, size_t count,
 }
 
 /*
- * Queues BEGIN and every query of the plan, then the sync.  Returns 0
- * when sent, 1 when out of memory, -1 when libpq failed.
+ * Queues BEGIN (when is_first) and the queries [from, to) of the plan,
+ * then the sync.  Returns 0 when sent, 1 when out of memory, -1 when
+ * libpq failed.
  */
 static int send_claims(struct store *store, const struct store_item *items,
                        const size_t *run, const struct claim_query *queries,
-                       long nq, struct mw_arena *arena)
+                       long from, long to, bool is_first,
+                       struct mw_arena *arena)
 {
-    if (store_send_command(store, "BEGIN") != 0)
+    if (is_first && store_send_command(store, "BEGIN") != 0)
         return -1;
-    for (long i = 0; i < nq; i++) {
+    for (long i = from; i < to; i++) {
         const struct claim_query *q = &queries[i];
         int sent = q->is_run ? send_claim_requests(store, items, run + q->first,
                                                    q->count, arena)
@@ -696,13 +705,14 @@ static int send_claims(struct store *store, const struct store_item *items,
  */
 static int read_claims(struct store *store, struct store_item *items,
                        const size_t *run, const struct claim_query *queries,
-                       long nq, struct mw_arena *arena, PGresult **failed,
+                       long from, long to, bool is_first,
+                       struct mw_arena *arena, PGresult **failed,
                        struct mw_error *err)
 {
     int rc = 0;
 
-    for (long i = -1; i < nq; i++) {
-        const struct claim_query *q = i >= 0 ? &queries[i] : NULL;
+    for (long i = is_first ? from - 1 : from; i < to; i++) {
+        const struct claim_query *q = i >= from ? &queries[i] : NULL;
         PGresult *res = store_pipeline_next(store);
 
         if (res == NULL)
@@ -735,35 +745,27 @@ static int read_claims(struct store *store, struct store_item *items,
 }
 
 /*
- * One attempt at a batch: BEGIN and the claims in one pipeline, one round
- * trip.  Sets *is_retry when the failure was a serialization failure or
- * deadlock and the batch may simply run again.
+ * The queries [from, to) of the plan, with BEGIN first when is_first, in
+ * one pipeline: one round trip.  Returns 0; 1 with err (and *is_retry
+ * set on a serialization failure or deadlock) when the server refused a
+ * query, the transaction then to be rolled back; -1 with err when the
+ * connection was dropped.
  */
-static int claim_once(struct store *store, struct store_item *items,
-                      size_t count, struct mw_arena *arena, bool *is_retry,
-                      struct mw_error *err)
+static int claim_stretch(struct store *store, struct store_item *items,
+                         const size_t *run, const struct claim_query *queries,
+                         long from, long to, bool is_first,
+                         struct mw_arena *arena, bool *is_retry,
+                         struct mw_error *err)
 {
     static const char what[] = "could not claim requests";
     PGresult *failed = NULL; /* the first error, kept for its SQLSTATE */
-    size_t *run;
-    struct claim_query *queries;
-    long nq = plan_claims(items, count, arena, &run, &queries);
     int rc;
 
-    *is_retry = false;
-    if (nq < 0) {
-        mw_error_set(err, MW_ERR_SYSTEM, true, "%s", what);
-        mw_error_detail(err, "out of memory");
-        return -1;
-    }
-    if (store_ensure_connected(store, err) != 0 ||
-        store_prepare_statements(store, err) != 0)
-        return -1;
     if (PQenterPipelineMode(store->conn) != 1) {
         store_set_error(store, err, what, NULL);
-        return -1;
+        return 1;
     }
-    rc = send_claims(store, items, run, queries, nq, arena);
+    rc = send_claims(store, items, run, queries, from, to, is_first, arena);
     if (rc > 0) {
         /* Half a pipeline is sent: only a new connection is clean. */
         store_drop_connection(store);
@@ -772,7 +774,8 @@ static int claim_once(struct store *store, struct store_item *items,
         return -1;
     }
     if (rc == 0)
-        rc = read_claims(store, items, run, queries, nq, arena, &failed, err);
+        rc = read_claims(store, items, run, queries, from, to, is_first, arena,
+                         &failed, err);
     if (rc < 0 || store_pipeline_end(store) != 0) {
         PQclear(failed);
         store_set_error(store, err, what, NULL);
@@ -786,6 +789,52 @@ static int claim_once(struct store *store, struct store_item *items,
         store_set_error(store, err, what, failed);
         PQclear(failed);
         rc = 1;
+    }
+    return rc;
+}
+
+/*
+ * One attempt at a batch: BEGIN and the claims in one pipeline, one round
+ * trip, for each stretch of the plan between updates, and each update on
+ * its own after the stretch before it.  Sets *is_retry when the failure
+ * was a serialization failure or deadlock and the batch may simply run
+ * again.
+ */
+static int claim_once(struct store *store, struct store_item *items,
+                      size_t count, struct mw_arena *arena, bool *is_retry,
+                      struct mw_error *err)
+{
+    size_t *run;
+    struct claim_query *queries;
+    long nq = plan_claims(items, count, arena, &run, &queries);
+    long from = 0;
+    int rc = 0;
+
+    *is_retry = false;
+    if (nq < 0) {
+        mw_error_set(err, MW_ERR_SYSTEM, true, "could not claim requests");
+        mw_error_detail(err, "out of memory");
+        return -1;
+    }
+    if (store_ensure_connected(store, err) != 0 ||
+        store_prepare_statements(store, err) != 0)
+        return -1;
+    for (bool is_first = true; rc == 0 && (is_first || from < nq);
+         is_first = false) {
+        long to = from;
+
+        while (to < nq && !queries[to].is_update)
+            to++;
+        rc = claim_stretch(store, items, run, queries, from, to, is_first,
+                           arena, is_retry, err);
+        if (rc < 0)
+            return -1;
+        if (rc == 0 && to < nq)
+            rc = store_update_claim(store, &items[queries[to].index], arena,
+                                    is_retry, err) == 0
+                     ? 0
+                     : 1;
+        from = to + 1;
     }
     if (rc != 0) {
         store_rollback(store);
@@ -814,7 +863,10 @@ int store_batch_claim(struct store *store, struct store_item *items,
 
         if ((item->kind == STORE_ITEM_REQUEST && item->request == NULL) ||
             (item->kind == STORE_ITEM_TERMINATION &&
-             item->termination == NULL)) {
+             item->termination == NULL) ||
+            (item->kind == STORE_ITEM_UPDATE &&
+             (item->update == NULL || item->judge == NULL ||
+              item->update_rejection == NULL || item->changes == NULL))) {
             mw_error_set(err, MW_ERR_INPUT, false, "could not claim requests");
             mw_error_detail(err, "Item %zu of the batch has no request.", i);
             return -1;

@@ -3,8 +3,8 @@
  * connection (struct store), how libpq errors become a struct mw_error,
  * the transaction and pipeline helpers, and the named statements each
  * file prepares.  store.c owns the connection; store_claim.c,
- * store_outbox.c and store_timers.c only borrow it.  The interface stays
- * store.h.
+ * store_update.c, store_outbox.c and store_timers.c only borrow it.  The
+ * interface stays store.h.
  */
 #ifndef MW_STORE_INTERNAL_H
 #define MW_STORE_INTERNAL_H
@@ -54,6 +54,32 @@ extern const struct store_statement store_claim_statements[];
 extern const size_t store_claim_statement_count;
 extern const struct store_statement store_outbox_statements[];
 extern const size_t store_outbox_statement_count;
+
+/*
+ * Writes a text[] literal of strs, every element quoted, into arena.
+ * Returns NULL when out of memory.  (store_claim.c)
+ */
+char *store_text_array_literal(struct mw_arena *arena, const char *const *strs,
+                               size_t count);
+
+/*
+ * Parses a text[] in PostgreSQL's output format into an arena array.
+ * NULL elements are skipped.  Returns 0, or -1 when out of memory or
+ * malformed.  (store_claim.c)
+ */
+int store_parse_text_array(struct mw_arena *arena, const char *text,
+                           const char ***strs, size_t *count);
+
+/*
+ * Claims one update in the open batch transaction, outside pipeline mode
+ * (store_update.c): sets item->outcome (UPDATED, REJECTED, DUPLICATE or
+ * CONFLICT).  Returns 0, or -1 with err and *is_retry set when the
+ * transaction failed on a serialization failure or deadlock; the caller
+ * then rolls back.
+ */
+int store_update_claim(struct store *store, struct store_item *item,
+                       struct mw_arena *arena, bool *is_retry,
+                       struct mw_error *err) MW_MUSTCHECK;
 
 /* Frees the claim's parameter buffers (store_claim.c).  Can't fail. */
 void store_claim_free(struct store *store);

@@ -280,7 +280,15 @@ int store_customer_describe(struct store *store, const char *key, char **json,
         "       'request_id', tm.request_id) ORDER BY tm.due_at, tm.id),"
         "       '[]')"
         "     FROM timers tm, c"
-        "     WHERE tm.customer_id = c.customer_id)"
+        "     WHERE tm.customer_id = c.customer_id),"
+        "  'changes', (SELECT coalesce(jsonb_agg(jsonb_build_object("
+        "       'request_id', ch.request_id, 'source', ch.source,"
+        "       'requested_by', ch.requested_by,"
+        "       'occurred_at', ch.occurred_at,"
+        "       'observed_at', ch.observed_at, 'changes', ch.changes)"
+        "       ORDER BY ch.id), '[]')"
+        "     FROM customer_changes ch, c"
+        "     WHERE ch.customer_id = c.customer_id)"
         ")) FROM c";
     char domain[4 * MW_MAX_DOMAIN + 1];
     const char *values[2] = {NULL, domain};

@@ -1,7 +1,8 @@
 /*
  * The store against a real PostgreSQL (tests/with-postgres.sh provides
  * one in MW_TEST_DATABASE_URL): migrations, the claim of requests and
- * terminations with its idempotency and domain rules, concurrency between
+ * terminations and updates with its idempotency and domain rules,
+ * concurrency between
  * connections, the outbox and the relay's queries.  Every test names its
  * rows with a tag of its own, so tests share one database and run in any
  * order; rows are checked with plain SQL, not through the store.
@@ -11,6 +12,7 @@
 #include "error.h"
 #include "ids.h"
 #include "mw.h"
+#include "rules.h"
 #include "store.h"
 
 #include <libpq-fe.h>
@@ -866,10 +868,45 @@ static void aborted_batch_leaves_nothing(void **state)
     arena_destroy(arena);
 }
 
+/* ---- updates ---- */
+
+/* What an update item needs beside the request: its judge's outputs. */
+struct update_slot {
+    struct mw_update_request update;
+    struct mw_rejection rejection;
+    struct mw_changes changes;
+};
+
+/*
+ * Fills item with the update of slot (request id, MSP and customer set,
+ * nothing to change yet); the payload hash is derived from seed.
+ */
+static void make_update_item(struct store_item *item, struct update_slot *slot,
+                             const char *request_id, const char *msp_id,
+                             const char *customer_id, int seed)
+{
+    memset(&slot->update, 0, sizeof(slot->update));
+    slot->update.request_id = request_id;
+    slot->update.requested_at = mw_now_ms();
+    slot->update.requested_by = "admin@msp.example";
+    slot->update.msp_id = msp_id;
+    slot->update.customer_id = customer_id;
+    slot->update.observed_at = mw_now_ms();
+    memset(item, 0, sizeof(*item));
+    item->kind = STORE_ITEM_UPDATE;
+    item->update = &slot->update;
+    item->judge = rules_apply_update;
+    item->update_rejection = &slot->rejection;
+    item->changes = &slot->changes;
+    memset(item->payload_hash, seed, sizeof(item->payload_hash));
+    item->occurred_at = mw_now_ms();
+}
+
 struct claim_thread {
     const char *url;
     pthread_barrier_t *barrier;
     struct store_item item;
+    struct update_slot slot; /* an update item's */
     int rc;
     struct mw_error err;
     /* item.taken_domains lives in the thread's arena: a copy of it */
@@ -982,6 +1019,47 @@ static void concurrent_claims_of_one_domain_create_once(void **state)
                                "WHERE domain = $1",
                                1, domain),
                      1);
+    arena_destroy(arena);
+}
+
+/* Two replicas add one domain to two customers: exactly one wins. */
+static void concurrent_updates_adding_one_domain_apply_once(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    const char *domain = arena_printf(arena, "race-%s.example", tag);
+    struct claim_thread threads[2];
+    int updated = 0, rejected = 0;
+
+    (void)state;
+    memset(threads, 0, sizeof(threads));
+    for (int i = 0; i < 2; i++) {
+        const char *customer =
+            create_customer(store, arena, "msp-r", MW_ACCOUNT_BUY_NOW);
+
+        make_update_item(&threads[i].item, &threads[i].slot,
+                         arena_printf(arena, "race-%s-%d", tag, i), "msp-r",
+                         customer, 1);
+        threads[i].slot.update.add_domains = &domain;
+        threads[i].slot.update.add_domains_count = 1;
+    }
+    run_claim_threads(threads);
+    for (int i = 0; i < 2; i++) {
+        updated += threads[i].item.outcome == STORE_UPDATED;
+        if (threads[i].item.outcome == STORE_REJECTED) {
+            rejected++;
+            assert_int_equal(threads[i].slot.rejection.errors[0].code,
+                             MW_REJ_DOMAIN_ALREADY_PROVISIONED);
+        }
+    }
+    assert_int_equal(updated, 1);
+    assert_int_equal(rejected, 1);
+    assert_int_equal(query_num("SELECT count(*) FROM customer_domains "
+                               "WHERE domain = $1",
+                               1, domain),
+                     1);
+    store_destroy(store);
     arena_destroy(arena);
 }
 
@@ -1103,6 +1181,171 @@ static void *batch_main(void *arg)
  * server (40P01) and run again by the store.  The other transaction holds
  * domain y and then asks for x while the batch holds x and waits for y.
  */
+static void a_creation_then_its_update_in_one_batch_is_applied(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    const char *id = arena_printf(arena, "upd-%s", tag);
+    const char *added = arena_printf(arena, "more-%s.example", tag);
+    struct mw_request *r =
+        make_request(arena, arena_printf(arena, "req-%s", tag), "msp-u",
+                     arena_printf(arena, "%s.example", tag), NULL);
+    struct update_slot slots[3];
+    struct store_item items[4];
+
+    (void)state;
+    make_item(arena, &items[0], r, 1);
+    make_update_item(&items[1], &slots[0], id, "msp-u", items[0].customer_id,
+                     2);
+    slots[0].update.has_licenses = true;
+    slots[0].update.licenses = 30;
+    slots[0].update.add_domains = &added;
+    slots[0].update.add_domains_count = 1;
+    make_update_item(&items[2], &slots[1], id, "msp-u", items[0].customer_id,
+                     2);
+    make_update_item(&items[3], &slots[2], id, "msp-u", items[0].customer_id,
+                     3);
+    claim_and_commit(store, items, 4, arena);
+    assert_int_equal(items[0].outcome, STORE_CREATED);
+    assert_int_equal(items[1].outcome, STORE_UPDATED);
+    assert_int_equal(items[1].updated.licenses, 30);
+    assert_int_equal(slots[0].changes.count, 2);
+    assert_int_equal(items[2].outcome, STORE_DUPLICATE);
+    assert_int_equal(items[3].outcome, STORE_CONFLICT);
+    assert_int_equal(query_num("SELECT licenses FROM customers "
+                               "WHERE customer_id = $1",
+                               1, items[0].customer_id),
+                     30);
+    assert_int_equal(query_num("SELECT count(*) FROM customer_domains "
+                               "WHERE domain = $1 AND customer_id = $2 "
+                               "AND released_at IS NULL",
+                               2, added, items[0].customer_id),
+                     1);
+    assert_int_equal(query_num("SELECT count(*) FROM requests "
+                               "WHERE request_id = $1 AND kind = 'update' "
+                               "AND outcome = 'UPDATED' AND conflicts = 1",
+                               1, id),
+                     1);
+    assert_int_equal(query_num("SELECT jsonb_array_length(changes) FROM "
+                               "customer_changes WHERE request_id = $1",
+                               1, id),
+                     2);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+/* Claims one update in a batch of its own; returns its outcome. */
+static enum store_outcome update_once(struct store *store,
+                                      struct mw_arena *arena,
+                                      struct store_item *item)
+{
+    claim_and_commit(store, item, 1, arena);
+    return item->outcome;
+}
+
+static void an_older_sync_is_stale_and_changes_nothing(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    const char *customer =
+        create_customer(store, arena, "msp-s", MW_ACCOUNT_BUY_NOW);
+    int64_t now = mw_now_ms();
+    struct update_slot slot;
+    struct store_item item;
+
+    (void)state;
+    make_update_item(&item, &slot, arena_printf(arena, "sync-%s-1", tag),
+                     "msp-s", customer, 1);
+    slot.update.source = MW_SOURCE_M365_SYNC;
+    slot.update.has_licenses = true;
+    slot.update.licenses = 40;
+    slot.update.observed_at = now;
+    assert_int_equal(update_once(store, arena, &item), STORE_UPDATED);
+    make_update_item(&item, &slot, arena_printf(arena, "sync-%s-2", tag),
+                     "msp-s", customer, 2);
+    slot.update.source = MW_SOURCE_M365_SYNC;
+    slot.update.has_licenses = true;
+    slot.update.licenses = 20;
+    slot.update.observed_at = now - 60000;
+    assert_int_equal(update_once(store, arena, &item), STORE_REJECTED);
+    assert_int_equal(slot.rejection.count, 1);
+    assert_int_equal(slot.rejection.errors[0].code, MW_REJ_STALE_UPDATE);
+    assert_int_equal(query_num("SELECT licenses FROM customers "
+                               "WHERE customer_id = $1",
+                               1, customer),
+                     40);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+static void a_trial_bought_early_loses_its_timers(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    const char *customer =
+        create_customer(store, arena, "msp-b", MW_ACCOUNT_TRIAL);
+    struct update_slot slot;
+    struct store_item item;
+
+    (void)state;
+    assert_true(query_num("SELECT count(*) FROM timers WHERE customer_id = $1",
+                          1, customer) > 0);
+    make_update_item(&item, &slot, arena_printf(arena, "buy-%s", tag), "msp-b",
+                     customer, 1);
+    slot.update.has_account_type = true;
+    slot.update.account_type = MW_ACCOUNT_BUY_NOW;
+    assert_int_equal(update_once(store, arena, &item), STORE_UPDATED);
+    assert_true(item.is_bought);
+    assert_int_equal(
+        query_num("SELECT count(*) FROM timers WHERE customer_id = $1", 1,
+                  customer),
+        0);
+    assert_int_equal(query_num("SELECT count(*) FROM customers "
+                               "WHERE customer_id = $1 AND status = 'ACTIVE' "
+                               "AND billable AND account_type = 'BUY_NOW'",
+                               1, customer),
+                     1);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+static void an_update_sees_a_termination_before_it_only(void **state)
+{
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    const char *first =
+        create_customer(store, arena, "msp-x", MW_ACCOUNT_BUY_NOW);
+    const char *second =
+        create_customer(store, arena, "msp-x", MW_ACCOUNT_BUY_NOW);
+    struct update_slot slots[2];
+    struct store_item items[4];
+
+    (void)state;
+    make_update_item(&items[0], &slots[0], arena_printf(arena, "u-%s-1", tag),
+                     "msp-x", first, 1);
+    slots[0].update.has_two_factor_required = true;
+    slots[0].update.two_factor_required = true;
+    make_termination_item(arena, &items[1], arena_printf(arena, "t-%s-1", tag),
+                          "msp-x", first, NULL);
+    make_termination_item(arena, &items[2], arena_printf(arena, "t-%s-2", tag),
+                          "msp-x", second, NULL);
+    make_update_item(&items[3], &slots[1], arena_printf(arena, "u-%s-2", tag),
+                     "msp-x", second, 2);
+    claim_and_commit(store, items, 4, arena);
+    assert_int_equal(items[0].outcome, STORE_UPDATED);
+    assert_int_equal(items[1].outcome, STORE_SCHEDULED);
+    assert_int_equal(items[2].outcome, STORE_SCHEDULED);
+    assert_int_equal(items[3].outcome, STORE_REJECTED);
+    assert_int_equal(slots[1].rejection.errors[0].code,
+                     MW_REJ_ALREADY_TERMINATED);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
 static void deadlocked_batch_is_retried(void **state)
 {
     struct mw_arena *arena = arena_new();
@@ -1543,6 +1786,11 @@ int main(void)
         cmocka_unit_test(concurrent_claims_of_one_request_create_once),
         cmocka_unit_test(concurrent_claims_of_one_domain_create_once),
         cmocka_unit_test(termination_outcomes),
+        cmocka_unit_test(a_creation_then_its_update_in_one_batch_is_applied),
+        cmocka_unit_test(an_older_sync_is_stale_and_changes_nothing),
+        cmocka_unit_test(a_trial_bought_early_loses_its_timers),
+        cmocka_unit_test(an_update_sees_a_termination_before_it_only),
+        cmocka_unit_test(concurrent_updates_adding_one_domain_apply_once),
         cmocka_unit_test(deadlocked_batch_is_retried),
         cmocka_unit_test(lost_connection_is_retriable_and_reconnects),
         cmocka_unit_test(finish_writes_outbox_rows_once),

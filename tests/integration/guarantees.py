@@ -3,13 +3,15 @@ it, shared by the tests that break something under load (a worker, a
 broker, the database).
 
 build_requests() makes the mix: valid requests, invalid ones, exact
-redeliveries, the same request id with other content, and a few messages
-that do not decode.  check_guarantees() then asserts, once everything is
-processed, that each request id has exactly one outcome, no domain has two
-live customers, every committed event is on the events topic with
-repetitions identical in event_id and bytes, first publications per key
-follow commit order, and the undecodable messages are in the DLQ exactly
-as consumed.
+redeliveries, the same request id with other content, a few messages
+that do not decode and, when asked, updates of the valid customers (two
+each, after the creation).  check_guarantees() then asserts, once
+everything is processed, that each request id has exactly one outcome, no
+domain has two live customers, every committed event is on the events
+topic with repetitions identical in event_id and bytes, first
+publications per key follow commit order, each updated customer holds
+its last update and its events come in request order, and the
+undecodable messages are in the DLQ exactly as consumed.
 """
 
 import collections
@@ -27,18 +29,22 @@ class Load:
     """The messages (key, value, kind, request datum or None) in produce
     order, and the requests behind them."""
 
-    def __init__(self, messages, valid, invalid, garbage, duplicates):
+    def __init__(self, messages, valid, invalid, garbage, duplicates,
+                 updates=()):
         self.messages = messages
         self.valid = valid
         self.invalid = invalid
         self.garbage = garbage
         self.duplicates = duplicates
+        self.updates = list(updates)  # per customer in order
 
 
 def build_requests(avro_codec, total=50000, msps=40, seed=20261125,
-                   trials=0):
+                   trials=0, updates=0):
     """total messages in MIX's proportions, keyed by MSP id (msps of them);
-    the first trials valid requests ask for a TRIAL account."""
+    the first trials valid requests ask for a TRIAL account.  With
+    updates, that many CustomerUpdateRequested more: two for each of
+    updates / 2 valid customers, each after its creation (same key)."""
     count = {kind: n * total // 50000 for kind, n in MIX.items()}
     count["valid"] += total - sum(count.values())
     rnd = random.Random(seed)
@@ -78,13 +84,53 @@ def build_requests(avro_codec, total=50000, msps=40, seed=20261125,
             j = first[r["request_id"]]
             messages[i], messages[j] = messages[j], messages[i]
             first[r["request_id"]] = i
-    return Load(messages, valid, invalid, garbage, count["duplicate"])
+    changes = add_updates(avro_codec, messages, valid, updates, rnd)
+    return Load(messages, valid, invalid, garbage, count["duplicate"],
+                changes)
+
+
+def add_updates(avro_codec, messages, valid, count, rnd):
+    """Mixes count updates into messages (two for each customer chosen),
+    then puts each customer's creation and updates in that order at the
+    places they took.  Returns the updates, a customer's in order."""
+    updates = []
+    for k, r in enumerate(rnd.sample(valid, count // 2)):
+        customer = harness.customer_id(r["request_id"])
+        for step in range(2):
+            updates.append(harness.update_request(
+                customer, msp_id=r["msp_id"], licenses=100 + 2 * k + step,
+                observed_at=1764000000000 + step))
+    for u in updates:
+        messages.insert(rnd.randrange(len(messages) + 1),
+                        (u["msp_id"].encode(),
+                         avro_codec.encode("CustomerUpdateRequested", u),
+                         "update", u))
+    places = collections.defaultdict(list)
+    ordered = {}
+    for u in updates:
+        ordered.setdefault(u["customer_id"], []).append(u["request_id"])
+    for i, (_, _, kind, r) in enumerate(messages):
+        if kind == "valid" and harness.customer_id(r["request_id"]) in ordered:
+            places[harness.customer_id(r["request_id"])].insert(0, i)
+        elif kind == "update":
+            places[r["customer_id"]].append(i)
+    for customer, at in places.items():
+        at.sort()
+        group = sorted((messages[i] for i in at),
+                       key=lambda m: (m[2] == "update",
+                                      ordered[customer].index(
+                                          m[3]["request_id"])
+                                      if m[2] == "update" else -1))
+        for i, m in zip(at, group):
+            messages[i] = m
+    return updates
 
 
 def wait_processed(pg, load, timeout=600):
     """Waits until every request id has an outcome and the outbox is
     published (the workers keep published rows: OUTBOX_RETENTION)."""
-    distinct = {r["request_id"] for r in load.valid + load.invalid}
+    distinct = {r["request_id"]
+                for r in load.valid + load.invalid + load.updates}
     harness.wait_for(
         lambda: pg.count("SELECT count(*) FROM requests") ==
         len(distinct) and pg.query(
@@ -137,6 +183,8 @@ def check_guarantees(pg, bootstrap, load, conf=None):
         out_of_order += order != sorted(order)
     assert out_of_order == 0
 
+    check_updates(pg, load, events, want)
+
     # Undecodable bytes are in the DLQ exactly as consumed.
     dlq = harness.read_topic(bootstrap, TOPIC_DLQ,
                              lambda ms: len({m["value"] for m in ms}) >=
@@ -149,3 +197,35 @@ def check_guarantees(pg, bootstrap, load, conf=None):
     return {"created": created, "rejected": rejected, "conflicts": conflicts,
             "events": len(events), "republished": len(events) - len(payloads),
             "dlq": len(dlq), "topic": events}
+
+
+def check_updates(pg, load, events, outbox_ids):
+    """Each update has exactly one outcome, UPDATED; each updated customer
+    holds its last update's licenses, and on its key the first
+    publications are its creation and then its updates, in order."""
+    if not load.updates:
+        return
+    assert pg.query("SELECT count(*) FROM requests WHERE outcome = "
+                    "'UPDATED'")[0][0] == len(load.updates)
+    assert pg.query("SELECT count(*) FROM customer_changes")[0][0] == \
+        len(load.updates)
+    last, expected = {}, collections.defaultdict(list)
+    for u in load.updates:
+        last[u["customer_id"]] = u["licenses"]
+        expected[u["customer_id"]].append(
+            harness.event_id("CustomerUpdated", u["request_id"]))
+    rows = pg.query("SELECT customer_id::text, licenses FROM customers "
+                    "WHERE customer_id = ANY(%s::uuid[])", list(last))
+    assert dict(rows) == last
+    created = {harness.customer_id(r["request_id"]): harness.event_id(
+        "CustomerCreated", r["request_id"]) for r in load.valid}
+    firsts = collections.defaultdict(list)
+    for m in sorted(events, key=lambda m: (m["partition"], m["offset"])):
+        key = m["key"].decode() if m["key"] else None
+        event_id = m["headers"]["event_id"].decode()
+        if key in expected and event_id not in firsts[key]:
+            firsts[key].append(event_id)
+    wrong = [c for c in expected
+             if firsts[c] != [created[c]] + expected[c]]
+    assert not wrong, (len(wrong), wrong[:3])
+    assert all(e in outbox_ids for ids in expected.values() for e in ids)

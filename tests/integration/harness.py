@@ -353,7 +353,8 @@ class Avro:
         self.by_fingerprint = {}
         for name in ("CustomerRequested", "CustomerTerminationRequested",
                      "CustomerCreated", "CustomerRejected", "TrialEnding",
-                     "TrialConverted", "CustomerTerminated"):
+                     "TrialConverted", "CustomerTerminated",
+                     "CustomerUpdateRequested", "CustomerUpdated"):
             with open(os.path.join(SOURCE_DIR, "schemas",
                                    name + ".avsc")) as f:
                 text = f.read()
@@ -438,6 +439,32 @@ def request(**fields):
         "two_factor_required": False,
         "monitor_mode": False,
         "account_type": "BUY_NOW",
+    }
+    datum.update(fields)
+    return datum
+
+
+def update_request(customer, **fields):
+    """A CustomerUpdateRequested of customer by the MSP that changes
+    nothing, with overrides (the fields to change)."""
+    datum = {
+        "request_id": str(uuid.uuid4()),
+        "requested_at": int(time.time() * 1000),
+        "requested_by": "user@msp.example",
+        "msp_id": "msp-1",
+        "customer_id": customer,
+        "source": "MSP",
+        "observed_at": int(time.time() * 1000),
+        "licenses": None,
+        "monitor_mode": None,
+        "two_factor_required": None,
+        "msp_management": None,
+        "apply_global_rules": None,
+        "delivery_destination": None,
+        "policy_template_id": None,
+        "add_domains": [],
+        "remove_domains": [],
+        "account_type": None,
     }
     datum.update(fields)
     return datum

@@ -194,7 +194,8 @@ def test_example_is_a_valid_datum(path):
         obj = json.load(f)
     assert isinstance(obj, dict), f"{path.name}: not one JSON object"
     kind = obj.get("type", "CustomerRequested")
-    assert kind in ("CustomerRequested", "CustomerTerminationRequested"), \
+    assert kind in ("CustomerRequested", "CustomerTerminationRequested",
+                    "CustomerUpdateRequested"), \
         f"{path.name}: unknown type {kind!r}"
     schema = record_schema(kind)
     datum = datum_for(schema, obj, path.name)
@@ -205,5 +206,24 @@ def test_example_is_a_valid_datum(path):
     except avro.errors.AvroTypeException as e:
         pytest.fail(f"{path.name} does not validate against {kind}: {e}")
     assert roundtrip(schema, datum) == datum
+    if kind == "CustomerUpdateRequested":
+        assert epoch_ms(datum["observed_at"]) == epoch_ms(
+            parse_time(obj["observed_at"]))
     requested_at = datum["requested_at"]
     assert epoch_ms(requested_at) == epoch_ms(parse_time(obj["requested_at"]))
+
+
+def test_examples_update_customers_in_every_outcome():
+    """The update examples cover each outcome README names: licenses from
+    the sync, a stale sync, monitor mode off, a domain added and one
+    taken, a trial bought early and a terminated customer."""
+    updates = {p.name: json.loads(p.read_text(encoding="utf-8"))
+               for p in EXAMPLE_FILES
+               if '"CustomerUpdateRequested"' in p.read_text(encoding="utf-8")}
+    names = " ".join(sorted(updates))
+    for hint in ("licenses-from-sync", "stale-sync", "monitor-mode-off",
+                 "add-domain", "add-taken-domain", "buy-trial-early",
+                 "terminated-customer"):
+        assert hint in names, f"no update example for {hint}"
+    sources = {u["source"] for u in updates.values()}
+    assert sources == {"MSP", "M365_SYNC"}, sources

@@ -90,10 +90,16 @@ def test_worker_login_runs_pipeline_and_lifecycle_over_verified_tls(
             "requested_by": "user@msp.example", "msp_id": doomed["msp_id"],
             "customer_id": harness.customer_id(doomed["request_id"]),
             "effective_at": None}
+        # An update through every function and table an update writes.
+        update = harness.update_request(
+            harness.customer_id(valid["request_id"]), msp_id=valid["msp_id"],
+            licenses=30, add_domains=["more-%s.example" % uuid.uuid4().hex],
+            remove_domains=[])
         harness.produce_all(kafka.bootstrap, [(
             termination["msp_id"].encode(),
             avro_codec.encode("CustomerTerminationRequested", termination),
-            [])])
+            []), (update["msp_id"].encode(),
+                  avro_codec.encode("CustomerUpdateRequested", update), [])])
 
         wanted = {("CustomerCreated", valid["request_id"]),
                   ("CustomerRejected", invalid["request_id"]),
@@ -101,7 +107,8 @@ def test_worker_login_runs_pipeline_and_lifecycle_over_verified_tls(
                   ("TrialEnding", trial["request_id"]),
                   ("TrialConverted", trial["request_id"]),
                   ("CustomerCreated", doomed["request_id"]),
-                  ("CustomerTerminated", doomed["request_id"])}
+                  ("CustomerTerminated", doomed["request_id"]),
+                  ("CustomerUpdated", update["request_id"])}
 
         def seen(messages):
             out = set()

@@ -1,12 +1,14 @@
 """The crash test, on a real Apache Kafka broker: two replicas, 50,000
-requests (valid, invalid, duplicated, conflicting and a few undecodable),
-and a random replica SIGKILLed and restarted 20 times while they work.
+requests (valid, invalid, duplicated, conflicting and a few undecodable)
+and 2,000 updates of the customers they create, and a random replica
+SIGKILLed and restarted 20 times while they work.
 
 Afterwards every request id has exactly one outcome in PostgreSQL, no
 domain has two live customers, every outcome is on customer.events at
 least once with re-publications identical in event_id and bytes, the
 events of each key are in commit order, and the undecodable messages are
-in the DLQ exactly as consumed."""
+in the DLQ exactly as consumed; each update is applied exactly once and
+its customer's events come in request order."""
 
 import random
 import time
@@ -16,6 +18,7 @@ import harness
 
 
 TOTAL = 50000
+UPDATES = 2000
 KILLS = 20
 
 
@@ -24,7 +27,7 @@ def test_two_replicas_killed_twenty_times_keep_every_guarantee(
     pg = harness.Postgres().start()
     started = []
     try:
-        load = guarantees.build_requests(avro_codec, TOTAL)
+        load = guarantees.build_requests(avro_codec, TOTAL, updates=UPDATES)
         messages = load.messages
         # Published rows are kept, so that every committed event and its
         # commit order can be read back.
@@ -57,10 +60,11 @@ def test_two_replicas_killed_twenty_times_keep_every_guarantee(
         guarantees.wait_processed(pg, load)
         elapsed = time.monotonic() - t0
         counts = guarantees.check_guarantees(pg, real_kafka.bootstrap, load)
-        print("\ncrash test: %d messages, %d kills, %.0f s: %d created, %d "
+        print("\ncrash test: %d messages and %d updates, %d kills, %.0f s: "
+              "%d created, %d "
               "rejected, %d conflicts, %d duplicates absorbed, %d events "
               "(%d re-published), %d DLQ messages (%d distinct)" % (
-                  TOTAL, KILLS, elapsed, counts["created"],
+                  TOTAL, UPDATES, KILLS, elapsed, counts["created"],
                   counts["rejected"], counts["conflicts"], load.duplicates,
                   counts["events"], counts["republished"], counts["dlq"],
                   len(load.garbage)))

@@ -54,12 +54,17 @@ def test_a_java_consumer_reads_the_events_and_the_dlq(
     workers(real_kafka.bootstrap, db.url, **env)
     created = [harness.request() for _ in range(20)]
     rejected = harness.request(licenses=0)
+    # A record of the union's newest branch, after its customer's creation.
+    update = harness.update_request(
+        harness.customer_id(created[0]["request_id"]), licenses=30)
     headers = [("traceparent", TRACEPARENT), ("x-custom", b"\xff\x00binary")]
     harness.produce_all(real_kafka.bootstrap, [
         (b"msp-1", avro_codec.encode("CustomerRequested", r), headers)
-        for r in created + [rejected]] + [(b"k-poison", POISON, headers)])
+        for r in created + [rejected]] + [
+        (b"msp-1", avro_codec.encode("CustomerUpdateRequested", update),
+         headers), (b"k-poison", POISON, headers)])
 
-    records = java_read(real_kafka, {harness.TOPIC_EVENTS: 21,
+    records = java_read(real_kafka, {harness.TOPIC_EVENTS: 22,
                                      harness.TOPIC_DLQ: 1})
 
     events = {}
@@ -68,7 +73,7 @@ def test_a_java_consumer_reads_the_events_and_the_dlq(
             h = dict(r["headers"])
             events.setdefault(h["request_id"].decode(), []).append((r, h))
     expected = [(q, "CustomerCreated") for q in created] + [
-        (rejected, "CustomerRejected")]
+        (rejected, "CustomerRejected"), (update, "CustomerUpdated")]
     assert len(events) == len(expected), sorted(events)
     for q, kind in expected:
         rid = q["request_id"]
@@ -77,7 +82,8 @@ def test_a_java_consumer_reads_the_events_and_the_dlq(
         assert h["event_type"] == kind.encode()
         assert h["event_id"] == harness.event_id(kind, rid).encode()
         assert h["traceparent"] == TRACEPARENT
-        key = harness.customer_id(rid) if kind == "CustomerCreated" else rid
+        key = {"CustomerCreated": harness.customer_id(rid),
+               "CustomerUpdated": q.get("customer_id")}.get(kind, rid)
         assert r["key"] == key.encode(), (r["key"], key)
         name, datum = avro_codec.decode(r["value"])
         assert name == kind and datum["request_id"] == rid, (name, datum)
@@ -95,6 +101,6 @@ def test_a_java_consumer_reads_the_events_and_the_dlq(
     want = codec or DEFAULT_CODEC
     for topic in (harness.TOPIC_EVENTS, harness.TOPIC_DLQ):
         batches = real_kafka.log_batches(topic)
-        assert sum(b[1] for b in batches) == (21 if topic ==
+        assert sum(b[1] for b in batches) == (22 if topic ==
                                               harness.TOPIC_EVENTS else 1)
         assert {b[0] for b in batches} == {want}, (topic, batches)

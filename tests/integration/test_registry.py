@@ -289,3 +289,72 @@ def test_produce_and_tail_speak_the_registry_format(kafka, registry):
                                        messages[0]["value"])
     assert (schema_id, name) == (requests_id, "CustomerRequested")
     assert datum["company_name"] == r["company_name"]
+
+
+def previous_union(topic):
+    """The topic's union as the release before customer updates published
+    it: without CustomerUpdateRequested, CustomerUpdated and STALE_UPDATE."""
+    doc = json.loads(rh.schema_file(topic))
+    doc = [r for r in doc if r["name"] not in ("CustomerUpdateRequested",
+                                                "CustomerUpdated")]
+
+    def drop_symbol(node):
+        if isinstance(node, dict):
+            if node.get("name") == "RejectionCode":
+                node["symbols"].remove("STALE_UPDATE")
+            for value in node.values():
+                drop_symbol(value)
+        elif isinstance(node, list):
+            for value in node:
+                drop_symbol(value)
+
+    drop_symbol(doc)
+    return json.dumps(doc)
+
+
+def test_the_union_with_updates_registers_over_the_previous_one(
+        db, kafka, workers, registries):
+    """Rolled out as README says: the previous unions are registered, the
+    subjects are BACKWARD_TRANSITIVE, the worker registers the new events
+    union as the next version, the portal the new requests union, and the
+    worker reads requests written with either."""
+    registry = registries("--compatibility", "BACKWARD_TRANSITIVE")
+    old_requests = previous_union("customer.requests")
+    old_requests_id = registry.register(REQUESTS_SUBJECT, old_requests)
+    registry.register(EVENTS_SUBJECT, previous_union("customer.events"))
+    created = request()
+    harness.produce_all(kafka.bootstrap, [
+        (b"msp-1", rh.encode(old_requests, old_requests_id, created), [])])
+    w = workers(kafka.bootstrap, db.url, **registry_env(registry))
+    wait_joined(w)
+    assert registry.latest(EVENTS_SUBJECT)["version"] == 2
+    new_requests_id = registry.register(REQUESTS_SUBJECT,
+                                        rh.schema_file("customer.requests"))
+    assert registry.latest(REQUESTS_SUBJECT)["version"] == 2
+    update = harness.update_request(harness.customer_id(
+        created["request_id"]), licenses=30)
+    harness.produce_all(kafka.bootstrap, [
+        (b"msp-1", rh.encode(rh.schema_file("customer.requests"),
+                             new_requests_id, update,
+                             record="CustomerUpdateRequested"), [])])
+    events = events_of(registry, harness.read_topic(
+        kafka.bootstrap, TOPIC_EVENTS, lambda ms: len(ms) >= 2))
+    events_id = registry.latest(EVENTS_SUBJECT)["id"]
+    assert events[created["request_id"]][:1] == ("CustomerCreated",)
+    name, datum, schema_id = events[update["request_id"]]
+    assert (name, schema_id) == ("CustomerUpdated", events_id)
+    assert datum["changes"] == [{"field": "licenses", "old_value": "25",
+                                 "new_value": "30"}]
+    assert w.stop() == 0
+
+
+def test_a_forward_subject_refuses_the_new_union_at_start_up(
+        db, kafka, workers, registries):
+    """FORWARD asks old readers to read the new union, which they cannot:
+    the worker does not start and says why."""
+    registry = registries("--compatibility", "FORWARD")
+    registry.register(EVENTS_SUBJECT, previous_union("customer.events"))
+    w = workers(kafka.bootstrap, db.url, **registry_env(registry))
+    assert w.proc.wait(timeout=90) == 2
+    assert "incompatible with the versions already registered" in \
+        w.log_text(), w.log_text()[-2000:]

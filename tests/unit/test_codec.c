@@ -76,6 +76,17 @@ static const struct mw_rejection two_errors = {
 
 static const struct mw_rejection no_errors = {.count = 0};
 
+static const char *added[] = {"new.example", "xn--caf-dma.example"};
+
+static const struct mw_changes two_changes = {
+    .count = 2,
+    .changes = {{.field = "licenses", .old_value = "10", .new_value = "25"},
+                {.field = "delivery_destination",
+                 .old_value = "mx.example:25",
+                 .new_value = NULL}}};
+
+static const struct mw_changes no_changes = {.count = 0};
+
 static struct mw_rejection all_errors; /* filled by main() */
 
 static const struct mw_record samples[] = {
@@ -236,6 +247,58 @@ static const struct mw_record samples[] = {
                       .terminated_at = 1765260325000,
                       .was_trial = true,
                       .request_id = "r8"}},
+    {.type = MW_REC_CUSTOMER_UPDATE_REQUESTED,
+     .u.update = {.request_id = "r9",
+                  .requested_at = 1765001125123,
+                  .requested_by = "ops@msp.example",
+                  .msp_id = "msp-0009",
+                  .customer_id = "c9",
+                  .source = MW_SOURCE_MSP,
+                  .observed_at = 1765001125000,
+                  .has_licenses = true,
+                  .licenses = 25,
+                  .has_monitor_mode = true,
+                  .monitor_mode = false,
+                  .has_msp_management = true,
+                  .msp_management = true,
+                  .delivery_destination = "",
+                  .add_domains = added,
+                  .add_domains_count = 2,
+                  .remove_domains = one_domain,
+                  .remove_domains_count = 1,
+                  .has_account_type = true,
+                  .account_type = MW_ACCOUNT_BUY_NOW}},
+    {.type = MW_REC_CUSTOMER_UPDATE_REQUESTED,
+     .u.update = {.request_id = "r10",
+                  .requested_at = 1,
+                  .requested_by = "sync@msp.example",
+                  .msp_id = "msp-0010",
+                  .customer_id = "c10",
+                  .source = MW_SOURCE_M365_SYNC,
+                  .observed_at = 2,
+                  .has_licenses = true,
+                  .licenses = 7}},
+    {.type = MW_REC_CUSTOMER_UPDATED,
+     .u.updated = {.event_id = "e11",
+                   .customer_id = "c11",
+                   .request_id = "r11",
+                   .msp_id = "msp-0011",
+                   .occurred_at = 1765001125999,
+                   .requested_by = "ops@msp.example",
+                   .source = MW_SOURCE_MSP,
+                   .changes = &two_changes,
+                   .licenses = 25,
+                   .account_type = MW_ACCOUNT_TRIAL,
+                   .billable = false,
+                   .monitor_mode = true,
+                   .primary_domain = "a.example",
+                   .additional_domains = three_domains,
+                   .additional_domains_count = 3}},
+    /* Nothing changed: an empty list, the defaults elsewhere. */
+    {.type = MW_REC_CUSTOMER_UPDATED,
+     .u.updated = {"e12", "c12", "r12", "msp-0012", 3, "sync@msp.example",
+                   MW_SOURCE_M365_SYNC, &no_changes, 1, MW_ACCOUNT_BUY_NOW,
+                   true, false, "b.example", NULL, 0}},
 };
 
 #define SAMPLE_COUNT (sizeof(samples) / sizeof(samples[0]))
@@ -401,6 +464,70 @@ static void check_terminated(const struct mw_customer_terminated *a,
     CHECK_STR(request_id);
 }
 
+static void check_update(const struct mw_update_request *a,
+                         const struct mw_update_request *b)
+{
+    CHECK_STR(request_id);
+    CHECK_NUM(requested_at);
+    CHECK_STR(requested_by);
+    CHECK_STR(msp_id);
+    CHECK_STR(customer_id);
+    CHECK_NUM(source);
+    CHECK_NUM(observed_at);
+    CHECK_NUM(has_licenses);
+    CHECK_NUM(licenses);
+    CHECK_NUM(has_monitor_mode);
+    CHECK_NUM(monitor_mode);
+    CHECK_NUM(has_two_factor_required);
+    CHECK_NUM(two_factor_required);
+    CHECK_NUM(has_msp_management);
+    CHECK_NUM(msp_management);
+    CHECK_NUM(has_apply_global_rules);
+    CHECK_NUM(apply_global_rules);
+    CHECK_STR(delivery_destination);
+    CHECK_STR(policy_template_id);
+    CHECK_LIST(add_domains);
+    CHECK_LIST(remove_domains);
+    CHECK_NUM(has_account_type);
+    CHECK_NUM(account_type);
+}
+
+/* The change lists of two CustomerUpdated, item by item. */
+static void check_changes(const struct mw_changes *want,
+                          const struct mw_changes *seen)
+{
+    assert_non_null(seen);
+    check_long("changes.count", (int64_t)want->count, (int64_t)seen->count);
+    for (size_t i = 0; i < want->count; i++) {
+        const struct mw_field_change *change = &want->changes[i];
+
+        check_string("changes.field", change->field, seen->changes[i].field);
+        check_string("changes.old_value", change->old_value,
+                     seen->changes[i].old_value);
+        check_string("changes.new_value", change->new_value,
+                     seen->changes[i].new_value);
+    }
+}
+
+static void check_updated(const struct mw_customer_updated *a,
+                          const struct mw_customer_updated *b)
+{
+    CHECK_STR(event_id);
+    CHECK_STR(customer_id);
+    CHECK_STR(request_id);
+    CHECK_STR(msp_id);
+    CHECK_NUM(occurred_at);
+    CHECK_STR(requested_by);
+    CHECK_NUM(source);
+    check_changes(a->changes, b->changes);
+    CHECK_NUM(licenses);
+    CHECK_NUM(account_type);
+    CHECK_NUM(billable);
+    CHECK_NUM(monitor_mode);
+    CHECK_STR(primary_domain);
+    CHECK_LIST(additional_domains);
+}
+
 static void check_record(const struct mw_record *a, const struct mw_record *b)
 {
     check_long("type", a->type, b->type);
@@ -425,6 +552,12 @@ static void check_record(const struct mw_record *a, const struct mw_record *b)
         break;
     case MW_REC_CUSTOMER_TERMINATED:
         check_terminated(&a->u.terminated, &b->u.terminated);
+        break;
+    case MW_REC_CUSTOMER_UPDATE_REQUESTED:
+        check_update(&a->u.update, &b->u.update);
+        break;
+    case MW_REC_CUSTOMER_UPDATED:
+        check_updated(&a->u.updated, &b->u.updated);
         break;
     case MW_REC_COUNT:
         fail_msg("bad sample type");
@@ -471,6 +604,9 @@ static const char *const schema_files[] = {
     "CustomerRequested.avsc",
     "CustomerTerminated.avsc",
     "CustomerTerminationRequested.avsc",
+    "CustomerUpdateRequested.avsc",
+    "CustomerUpdated.avsc",
+    "FieldChange.avsc",
     "Installation.avsc",
     "MailPlatform.avsc",
     "RejectionCode.avsc",
@@ -478,6 +614,7 @@ static const char *const schema_files[] = {
     "Service.avsc",
     "TrialConverted.avsc",
     "TrialEnding.avsc",
+    "UpdateSource.avsc",
     "customer.events.avsc",
     "customer.requests.avsc",
 };
@@ -517,11 +654,72 @@ static char *canonical_or_fail(const char *json)
     return canonical;
 }
 
+/*
+ * Replaces, in a copy of type, each name of a type defined earlier in the
+ * union (a branch may only name what an earlier branch defines) with that
+ * definition, so that the branch reads on its own.  defined maps full
+ * names to definitions.
+ */
+static json_t *inline_references(const json_t *type, json_t *defined)
+{
+    json_t *copy;
+
+    if (json_is_string(type)) {
+        const json_t *def = json_object_get(defined, json_string_value(type));
+
+        return def != NULL ? json_deep_copy(def) : json_deep_copy(type);
+    }
+    copy = json_deep_copy(type);
+    if (json_is_array(copy)) {
+        for (size_t i = 0; i < json_array_size(copy); i++)
+            json_array_set_new(
+                copy, i, inline_references(json_array_get(type, i), defined));
+    } else if (json_is_object(copy)) {
+        const char *key;
+        json_t *value;
+
+        json_object_foreach((json_t *)type, key, value) {
+            if (strcmp(key, "type") == 0 || strcmp(key, "items") == 0 ||
+                strcmp(key, "fields") == 0)
+                json_object_set_new(copy, key,
+                                    inline_references(value, defined));
+        }
+    }
+    return copy;
+}
+
+/* Records in defined every named type that type defines. */
+static void collect_definitions(const json_t *type, json_t *defined)
+{
+    const char *key;
+    json_t *value;
+    size_t i;
+
+    if (json_is_array(type)) {
+        json_array_foreach(type, i, value)
+            collect_definitions(value, defined);
+        return;
+    }
+    if (!json_is_object(type))
+        return;
+    if (json_is_string(json_object_get(type, "name")) &&
+        json_is_string(json_object_get(type, "namespace"))) {
+        char full[256];
+
+        snprintf(full, sizeof(full), "%s.%s",
+                 json_string_value(json_object_get(type, "namespace")),
+                 json_string_value(json_object_get(type, "name")));
+        json_object_set(defined, full, (json_t *)type);
+    }
+    json_object_foreach((json_t *)type, key, value)
+        collect_definitions(value, defined);
+}
+
 /* Each branch of a topic union is the record of its own file, exactly. */
-static void check_union(const char *topic, enum mw_record_type first,
-                        size_t count)
+static void check_union(const char *topic, bool is_request, size_t count)
 {
     json_t *root = json_loads(codec_schema_json(topic), 0, NULL);
+    json_t *defined = json_object();
     avro_schema_t schema;
 
     assert_true(json_is_array(root));
@@ -531,29 +729,38 @@ static void check_union(const char *topic, enum mw_record_type first,
         avro_schema_from_json_length(codec_schema_json(topic),
                                      strlen(codec_schema_json(topic)), &schema),
         0);
-    for (size_t i = 0; i < count; i++) {
-        const char *name = mw_record_names[first + i];
-        char *text = json_dumps(json_array_get(root, i), 0);
-        char *from_union = canonical_or_fail(text);
-        char *from_file = canonical_or_fail(codec_schema_json(name));
+    for (int type = 0; type < MW_REC_COUNT; type++) {
+        bool is_request_type = false;
+        int i = codec_union_branch((enum mw_record_type)type, &is_request_type);
+        const char *name = mw_record_names[type];
+        json_t *branch;
+        char *text, *from_union, *from_file;
 
-        check_string(
-            topic, name,
-            avro_schema_name(avro_schema_union_branch(schema, (int)i)));
+        if (is_request_type != is_request)
+            continue;
+        branch = inline_references(json_array_get(root, (size_t)i), defined);
+        text = json_dumps(branch, 0);
+        from_union = canonical_or_fail(text);
+        from_file = canonical_or_fail(codec_schema_json(name));
+        check_string(topic, name,
+                     avro_schema_name(avro_schema_union_branch(schema, i)));
         check_string(name, from_file, from_union);
+        collect_definitions(json_array_get(root, (size_t)i), defined);
+        json_decref(branch);
         free(text);
         free(from_union);
         free(from_file);
     }
     avro_schema_decref(schema);
+    json_decref(defined);
     json_decref(root);
 }
 
 static void topic_unions_hold_every_record_in_order(void **state)
 {
     (void)state;
-    check_union("customer.requests", MW_REC_CUSTOMER_REQUESTED, 2);
-    check_union("customer.events", MW_REC_CUSTOMER_CREATED, 5);
+    check_union("customer.requests", true, 3);
+    check_union("customer.events", false, 6);
 }
 
 static void check_enum(const char *name, const char *const *symbols, int count)
@@ -759,10 +966,13 @@ static const uint64_t published_fingerprints[MW_REC_COUNT] = {
     UINT64_C(0x32cccd60a987c083), /* CustomerRequested */
     UINT64_C(0xeeff2f5f130a0caa), /* CustomerTerminationRequested */
     UINT64_C(0xcf13bc4a6f438df1), /* CustomerCreated */
-    UINT64_C(0x8e3fd63632919282), /* CustomerRejected */
+    /* With STALE_UPDATE in RejectionCode; 0x8e3fd63632919282 before. */
+    UINT64_C(0xc9b5f70bb929b30f), /* CustomerRejected */
     UINT64_C(0x843ab10717c3ef74), /* TrialEnding */
     UINT64_C(0xd7f6d134e67750aa), /* TrialConverted */
     UINT64_C(0x698f50d4aa39b2dc), /* CustomerTerminated */
+    UINT64_C(0x7ba91f0f74fccbf0), /* CustomerUpdateRequested */
+    UINT64_C(0xcdce0c9a5548b9a6), /* CustomerUpdated */
 };
 
 static void record_fingerprints_are_the_published_ones(void **state)

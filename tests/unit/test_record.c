@@ -108,6 +108,17 @@ static void check_type(const char *where, const struct record_field *f,
     case RECORD_OPTIONAL_TIME:
         is_ok = is_time_type(optional_branch(type));
         break;
+    case RECORD_OPTIONAL_INT:
+    case RECORD_OPTIONAL_BOOLEAN:
+        is_ok = json_is_string(optional_branch(type)) &&
+                strcmp(json_string_value(optional_branch(type)),
+                       f->kind == RECORD_OPTIONAL_INT ? "int" : "boolean") == 0;
+        break;
+    case RECORD_OPTIONAL_ENUM:
+        is_ok = optional_branch(type) != NULL;
+        if (is_ok)
+            check_enum(where, f, optional_branch(type));
+        break;
     case RECORD_ENUM:
         check_enum(where, f, type);
         is_ok = true;
@@ -140,6 +151,9 @@ static void check_default(const char *where, const struct record_field *f,
     switch (f->kind) {
     case RECORD_OPTIONAL_STRING:
     case RECORD_OPTIONAL_TIME:
+    case RECORD_OPTIONAL_INT:
+    case RECORD_OPTIONAL_BOOLEAN:
+    case RECORD_OPTIONAL_ENUM:
         if (!json_is_null(def))
             fail_msg("%s: expected the default null", where);
         return;
@@ -266,6 +280,19 @@ static void fill(const struct record_table *table, void *base, int seed,
             *(bool *)record_at(base, f->aux_offset) = is_odd;
             *(int64_t *)at = is_odd ? INT64_C(1764000000000) + seed : 0;
             break;
+        case RECORD_OPTIONAL_INT:
+            *(bool *)record_at(base, f->aux_offset) = is_odd;
+            *(int32_t *)at = is_odd ? seed * 1000 + (int32_t)i : 0;
+            break;
+        case RECORD_OPTIONAL_BOOLEAN:
+            *(bool *)record_at(base, f->aux_offset) = is_odd;
+            *(bool *)at = is_odd && seed % 2 == 0;
+            break;
+        case RECORD_OPTIONAL_ENUM:
+            *(bool *)record_at(base, f->aux_offset) = is_odd;
+            *(int *)at =
+                is_odd ? (int)((i + (size_t)seed) % (size_t)f->limit) : 0;
+            break;
         case RECORD_TIME:
             *(int64_t *)at = INT64_C(1764000000000) + (int64_t)i * 1001 + seed;
             break;
@@ -325,10 +352,15 @@ static void check_same(const char *record, const struct record_table *table,
         const struct record_field *f = &table->fields[i];
         const void *w = record_at_const(want, f->offset);
         const void *s = record_at_const(seen, f->offset);
-        size_t n = f->kind == RECORD_BOOLEAN ? sizeof(bool)
-                   : f->kind == RECORD_INT   ? sizeof(int32_t)
-                   : f->kind == RECORD_ENUM  ? sizeof(int)
-                                             : sizeof(int64_t);
+        enum record_kind kind = f->kind;
+        size_t n;
+
+        if (!record_is_optional_scalar(f->kind, &kind))
+            kind = f->kind;
+        n = kind == RECORD_BOOLEAN ? sizeof(bool)
+            : kind == RECORD_INT   ? sizeof(int32_t)
+            : kind == RECORD_ENUM  ? sizeof(int)
+                                   : sizeof(int64_t);
         char where[160];
 
         snprintf(where, sizeof(where), "%s.%s", record, f->name);
@@ -342,6 +374,9 @@ static void check_same(const char *record, const struct record_table *table,
             check_same_string(where, w, s);
             break;
         case RECORD_OPTIONAL_TIME:
+        case RECORD_OPTIONAL_INT:
+        case RECORD_OPTIONAL_BOOLEAN:
+        case RECORD_OPTIONAL_ENUM:
             if (*(const bool *)record_at_const(want, f->aux_offset) !=
                 *(const bool *)record_at_const(seen, f->aux_offset))
                 fail_msg("%s: set in one record only", where);
@@ -449,7 +484,8 @@ static void every_record_type_prints_and_requests_read_back(void **state)
             assert_non_null(obj);
             check_members_in_order(obj, table);
             if (type == MW_REC_CUSTOMER_REQUESTED ||
-                type == MW_REC_CUSTOMER_TERMINATION_REQUESTED) {
+                type == MW_REC_CUSTOMER_TERMINATION_REQUESTED ||
+                type == MW_REC_CUSTOMER_UPDATE_REQUESTED) {
                 if (convert_record_from_json(obj, arena, &back, &err) != 0)
                     fail_msg("%s seed %d: %s", table->name, seed, err.msg);
                 assert_int_equal(back.type, type);
