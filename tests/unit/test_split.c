@@ -1,7 +1,8 @@
 /*
  * The split of a batch over two database sessions: requests that share a
  * request id or a domain stay in one half, the halves are balanced, and
- * any item that is not a creation request keeps the batch whole.
+ * any item that is not a creation request (a termination, an update, a
+ * kind not known yet) keeps the batch whole.
  */
 #include "split.h"
 
@@ -198,13 +199,27 @@ static void a_termination_keeps_the_batch_whole(void **state)
     assert_int_equal(split(&b), 1);
 }
 
+static void an_update_keeps_the_batch_whole(void **state)
+{
+    static struct batch b;
+
+    (void)state;
+    fill(&b, 100);
+    b.items[7].kind = STORE_ITEM_UPDATE;
+    b.records[7].type = MW_REC_CUSTOMER_UPDATE_REQUESTED;
+    assert_int_equal(split(&b), 1);
+    /* An update the rules rejected is claimed like a request. */
+    b.items[7].kind = STORE_ITEM_REQUEST;
+    assert_int_equal(split(&b), 1);
+}
+
 static void an_unknown_item_kind_keeps_the_batch_whole(void **state)
 {
     static struct batch b;
 
     (void)state;
     fill(&b, 100);
-    b.items[99].kind = (enum store_item_kind)(STORE_ITEM_DLQ + 1);
+    b.items[99].kind = (enum store_item_kind)(STORE_ITEM_UPDATE + 1);
     assert_int_equal(split(&b), 1);
     b.items[99].kind = STORE_ITEM_REQUEST;
     b.records[99].type = (enum mw_record_type)(MW_REC_COUNT - 1);
@@ -221,6 +236,7 @@ int main(void)
         cmocka_unit_test(few_creations_stay_on_one_session),
         cmocka_unit_test(undecodable_messages_go_to_the_first_half),
         cmocka_unit_test(a_termination_keeps_the_batch_whole),
+        cmocka_unit_test(an_update_keeps_the_batch_whole),
         cmocka_unit_test(an_unknown_item_kind_keeps_the_batch_whole),
     };
 
