@@ -7,6 +7,33 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* The latency phase's stamps of event m for request index. */
+static void stamp_legs(struct collector *c, const rd_kafka_message_t *m,
+                       long index)
+{
+    rd_kafka_timestamp_type_t type;
+    struct mw_record rec;
+    struct mw_error err;
+
+    c->received_wall_us[index] = wall_us();
+    c->relay_ms[index] = rd_kafka_message_timestamp(m, &type);
+    arena_reset(c->arena);
+    mw_error_clear(&err);
+    if (codec_decode(c->codec, m->payload, m->len, c->arena, &rec, &err) ==
+            CODEC_OK &&
+        rec.type == MW_REC_CUSTOMER_CREATED)
+        c->worker_ms[index] = rec.u.created.occurred_at;
+}
 
 static void collect_one(struct collector *c, const rd_kafka_message_t *m)
 {
@@ -39,6 +66,8 @@ static void collect_one(struct collector *c, const rd_kafka_message_t *m)
     }
     c->seen[index] = 1;
     c->received_ns[index] = t;
+    if (c->relay_ms != NULL)
+        stamp_legs(c, m, index);
     if (atomic_load(&c->first_ns) == 0)
         atomic_store(&c->first_ns, t);
     atomic_store(&c->last_ns, t);
@@ -73,6 +102,19 @@ struct collector *collector_start(const struct bench *b, enum phase phase,
     c->n = n;
     c->seen = xcalloc((size_t)n, 1);
     c->received_ns = xcalloc((size_t)n, sizeof(*c->received_ns));
+    if (phase == PHASE_LATENCY) {
+        struct mw_error err;
+
+        c->relay_ms = xcalloc((size_t)n, sizeof(*c->relay_ms));
+        c->worker_ms = xcalloc((size_t)n, sizeof(*c->worker_ms));
+        c->received_wall_us = xcalloc((size_t)n, sizeof(*c->received_wall_us));
+        c->codec = codec_new(&err);
+        c->arena = arena_new();
+        if (c->codec == NULL || c->arena == NULL) {
+            say("could not set up the collector's codec: %s", err.msg);
+            exit(1);
+        }
+    }
     /*
      * The latency run measures arrival: a collector that fetches every
      * 10 ms from the mock would add up to 10 ms of its own to each
@@ -99,6 +141,11 @@ void collector_stop(struct collector *c)
     rd_kafka_destroy(c->rk);
     free(c->seen);
     free(c->received_ns);
+    free(c->relay_ms);
+    free(c->worker_ms);
+    free(c->received_wall_us);
+    codec_destroy(c->codec);
+    arena_destroy(c->arena);
     free(c);
 }
 

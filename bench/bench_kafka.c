@@ -247,6 +247,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *rkm,
 {
     if (rkm->err != RD_KAFKA_RESP_ERR_NO_ERROR)
         atomic_fetch_add(&delivery_failures, 1);
+    else if (rkm->_private != NULL)
+        *(int64_t *)rkm->_private = mw_monotonic_ns();
 }
 
 rd_kafka_t *producer_new(const struct bench *b, const char *linger)
@@ -271,13 +273,21 @@ rd_kafka_t *producer_new(const struct bench *b, const char *linger)
 int produce(rd_kafka_t *rk, const char *topic, const void *key, size_t key_len,
             const void *value, size_t len)
 {
+    return produce_acked(rk, topic, key, key_len, value, len, NULL);
+}
+
+int produce_acked(rd_kafka_t *rk, const char *topic, const void *key,
+                  size_t key_len, const void *value, size_t len,
+                  int64_t *acked_ns)
+{
     rd_kafka_resp_err_t kerr;
 
     for (;;) {
-        kerr = rd_kafka_producev(
-            rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
-            RD_KAFKA_V_VALUE((void *)value, len),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        kerr = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+                                 RD_KAFKA_V_KEY(key, key_len),
+                                 RD_KAFKA_V_VALUE((void *)value, len),
+                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                 RD_KAFKA_V_OPAQUE(acked_ns), RD_KAFKA_V_END);
         if (kerr != RD_KAFKA_RESP_ERR__QUEUE_FULL)
             break;
         rd_kafka_poll(rk, 10);

@@ -6,7 +6,6 @@
  */
 #include "bench.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -83,13 +82,49 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* When each request of the latency run was sent and acknowledged. */
+struct sends {
+    int64_t *sent_ns, *acked_ns; /* monotonic */
+    int64_t *sent_wall_us;       /* epoch µs, against the worker's stamps */
+};
+
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/*
+ * Waits for the slot at next, serving delivery reports meanwhile so that
+ * an acknowledgement is stamped when it comes, not at the next send.
+ */
+static void wait_slot(rd_kafka_t *rk, const struct timespec *next)
+{
+    for (;;) {
+        struct timespec now, nap = {0, 200000};
+        int64_t left;
+
+        rd_kafka_poll(rk, 0);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        left = (int64_t)(next->tv_sec - now.tv_sec) * 1000000000LL +
+               (next->tv_nsec - now.tv_nsec);
+        if (left <= 0)
+            return;
+        if (left < nap.tv_nsec)
+            nap.tv_nsec = (long)left;
+        nanosleep(&nap, NULL);
+    }
+}
+
 /*
  * Sends the warm-up request (index 0) and waits for its answer, then
- * requests 1..n-1 at b->opt.rate, each at its slot; sent_ns[i] is when
+ * requests 1..n-1 at b->opt.rate, each at its slot; s->sent_ns[i] is when
  * request i was handed to librdkafka.  0, or -1 having said why.
  */
 static int latency_send(struct bench *b, const struct topics *t,
-                        struct collector *c, long n, int64_t *sent_ns,
+                        struct collector *c, long n, const struct sends *s,
                         struct latency *out)
 {
     /* The portal's producer: no linger, so produce time is send time. */
@@ -124,11 +159,11 @@ static int latency_send(struct bench *b, const struct topics *t,
             next.tv_nsec -= 1000000000L;
             next.tv_sec++;
         }
-        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) ==
-               EINTR)
-            ;
-        sent_ns[i] = mw_monotonic_ns();
-        rc = produce(rk, t->requests, rt.msp_id, strlen(rt.msp_id), value, len);
+        wait_slot(rk, &next);
+        s->sent_ns[i] = mw_monotonic_ns();
+        s->sent_wall_us[i] = wall_us();
+        rc = produce_acked(rk, t->requests, rt.msp_id, strlen(rt.msp_id), value,
+                           len, &s->acked_ns[i]);
         out->sent += rc == 0;
     }
     out->achieved_rate = (double)out->sent / seconds(mw_monotonic_ns() - t0);
@@ -138,25 +173,78 @@ static int latency_send(struct bench *b, const struct topics *t,
     return rc;
 }
 
+/* The quantile q of the count sorted values in v. */
+static double quantile(const double *v, long count, double q)
+{
+    return v[(size_t)((double)(count - 1) * q)];
+}
+
+/* p50 and p99 of the count values in v (sorted here). */
+static struct leg leg_of(double *v, long count)
+{
+    struct leg leg = {0, 0};
+
+    if (count > 0) {
+        qsort(v, (size_t)count, sizeof(double), cmp_double);
+        leg.p50 = quantile(v, count, 0.50);
+        leg.p99 = quantile(v, count, 0.99);
+    }
+    return leg;
+}
+
+/*
+ * The legs of the way of each request answered, ms: the worker's and the
+ * relay's stamps are epoch milliseconds, so those legs are exact to 1 ms.
+ */
+static void latency_legs(const struct collector *c, long n,
+                         const struct sends *s, struct latency *out)
+{
+    double *v[4];
+    long count[4] = {0, 0, 0, 0};
+
+    for (int k = 0; k < 4; k++)
+        v[k] = xcalloc((size_t)n, sizeof(double));
+    for (long i = 1; i < n; i++) {
+        if (!c->seen[i] || s->sent_ns[i] == 0)
+            continue;
+        if (s->acked_ns[i] != 0)
+            v[0][count[0]++] = (double)(s->acked_ns[i] - s->sent_ns[i]) / 1e6;
+        if (c->worker_ms[i] == 0 || c->relay_ms[i] <= 0)
+            continue;
+        v[1][count[1]++] =
+            (double)c->worker_ms[i] - (double)s->sent_wall_us[i] / 1e3;
+        v[2][count[2]++] = (double)(c->relay_ms[i] - c->worker_ms[i]);
+        v[3][count[3]++] =
+            (double)c->received_wall_us[i] / 1e3 - (double)c->relay_ms[i];
+    }
+    out->acked = leg_of(v[0], count[0]);
+    out->to_worker = leg_of(v[1], count[1]);
+    out->in_worker = leg_of(v[2], count[2]);
+    out->to_consumer = leg_of(v[3], count[3]);
+    for (int k = 0; k < 4; k++)
+        free(v[k]);
+}
+
 /* The percentiles of the requests answered, from send to arrival. */
 static void latency_figures(const struct collector *c, long n,
-                            const int64_t *sent_ns, struct latency *out)
+                            const struct sends *s, struct latency *out)
 {
     double *lat = xcalloc((size_t)n, sizeof(double));
 
     for (long i = 1; i < n; i++) {
-        if (c->seen[i] && sent_ns[i] != 0)
+        if (c->seen[i] && s->sent_ns[i] != 0)
             lat[out->received++] =
-                (double)(c->received_ns[i] - sent_ns[i]) / 1e6;
+                (double)(c->received_ns[i] - s->sent_ns[i]) / 1e6;
     }
     if (out->received > 0) {
         qsort(lat, (size_t)out->received, sizeof(double), cmp_double);
-        out->p50 = lat[(size_t)((double)(out->received - 1) * 0.50)];
-        out->p95 = lat[(size_t)((double)(out->received - 1) * 0.95)];
-        out->p99 = lat[(size_t)((double)(out->received - 1) * 0.99)];
+        out->p50 = quantile(lat, out->received, 0.50);
+        out->p95 = quantile(lat, out->received, 0.95);
+        out->p99 = quantile(lat, out->received, 0.99);
         out->max = lat[out->received - 1];
     }
     free(lat);
+    latency_legs(c, n, s, out);
 }
 
 int phase_latency(struct bench *b, struct latency *out)
@@ -169,7 +257,7 @@ int phase_latency(struct bench *b, struct latency *out)
     struct collector *c;
     long total = (long)b->opt.rate * b->opt.latency_seconds;
     long n = total + 1; /* index 0 is the warm-up request */
-    int64_t *sent_ns;
+    struct sends s;
     int rc;
 
     say("latency: %d requests/s for %d s", b->opt.rate, b->opt.latency_seconds);
@@ -184,20 +272,29 @@ int phase_latency(struct bench *b, struct latency *out)
     c = collector_start(b, PHASE_LATENCY, t.events, "CustomerCreated", n);
     if (workers_start(b, &ws, 1, &env, "latency") < 0)
         return -1;
-    sent_ns = xcalloc((size_t)n, sizeof(int64_t));
-    rc = latency_send(b, &t, c, n, sent_ns, out);
+    s.sent_ns = xcalloc((size_t)n, sizeof(int64_t));
+    s.acked_ns = xcalloc((size_t)n, sizeof(int64_t));
+    s.sent_wall_us = xcalloc((size_t)n, sizeof(int64_t));
+    rc = latency_send(b, &t, c, n, &s, out);
     workers_stop(&ws);
     out->peak_mb = workers_peak_mb(&ws);
-    latency_figures(c, n, sent_ns, out);
+    latency_figures(c, n, &s, out);
     say("  %ld sent, %ld answered: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms, "
         "max %.1f ms",
         out->sent, out->received, out->p50, out->p95, out->p99, out->max);
+    say("  legs p50/p99 ms: acknowledged %.1f/%.1f, to the worker %.1f/%.1f, "
+        "in the worker %.1f/%.1f, to the consumer %.1f/%.1f",
+        out->acked.p50, out->acked.p99, out->to_worker.p50, out->to_worker.p99,
+        out->in_worker.p50, out->in_worker.p99, out->to_consumer.p50,
+        out->to_consumer.p99);
     if (rc == 0 && (out->received != total || c->duplicates || c->rejected)) {
         say("  not every request was answered exactly once: void");
         rc = -1;
     }
     b->is_void |= rc != 0;
-    free(sent_ns);
+    free(s.sent_ns);
+    free(s.acked_ns);
+    free(s.sent_wall_us);
     collector_stop(c);
     workers_free(&ws);
     free(conninfo);

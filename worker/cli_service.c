@@ -269,7 +269,8 @@ static int start_workers(struct service *svc, const struct mw_config *cfg,
                       err) < 0)
         return -1;
     svc->process = process_new(cfg, svc->codec, svc->store, err);
-    if (svc->process == NULL)
+    if (svc->process == NULL ||
+        process_use_second_session(svc->process, svc->conninfo, err) < 0)
         return -1;
     svc->relay = relay_new(cfg, svc->conninfo, svc->bootstrap, err);
     if (svc->relay == NULL || relay_start(svc->relay, err) < 0)

@@ -7,6 +7,13 @@
  * the offsets.  Rebalance callbacks run inside poll, so between batches:
  * a batch is always finished before its partitions are given up.
  *
+ * Offsets are stored after every batch and committed at most every
+ * COMMIT_INTERVAL_MS (and at once when partitions are revoked or the
+ * worker stops): a commit is a round trip to the group coordinator, and
+ * one per batch delayed the next batch.  Offsets are only ever stored
+ * after their batch's transaction committed, so a crash before the
+ * commit means a redelivery, which is idempotent.
+ *
  * When a batch fails, nothing of it is committed: every partition is
  * paused and rewound to the batch's first offset, and the batch is tried
  * again once the database answers.  Messages that arrive while paused are
@@ -30,6 +37,7 @@
 #define POLL_MS 100
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+#define COMMIT_INTERVAL_MS 100
 
 struct consumer {
     const struct mw_config *cfg;
@@ -38,9 +46,11 @@ struct consumer {
     struct mw_arena *arena;
     rd_kafka_message_t **batch;
     struct process_msg *msgs;
-    int paused;     /* processing failed: every partition is held */
-    int joined;     /* the group gave us an assignment (maybe empty) */
-    int brokers_up; /* the last statistics saw a broker up */
+    int paused;           /* processing failed: every partition is held */
+    int joined;           /* the group gave us an assignment (maybe empty) */
+    int brokers_up;       /* the last statistics saw a broker up */
+    int is_commit_due;    /* offsets stored since the last commit */
+    int64_t committed_at; /* monotonic ms of the last commit */
     /* Kafka refused our credentials before we ever joined: start-up
      * stops, with librdkafka's reason (which holds no secret). */
     int is_refused;
@@ -69,9 +79,12 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         log_info("consumer", "partitions assigned",
                  LF_INT("count", parts->cnt));
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-        /* The batch in hand is finished; make its offsets durable. */
-        if (!c->paused)
+        /* The batch in hand is finished; make its offsets durable.  While
+         * paused, only batches that committed have stored offsets. */
+        if (!c->paused || c->is_commit_due) {
             rd_kafka_commit(rk, NULL, 0);
+            c->is_commit_due = 0;
+        }
         error = rd_kafka_incremental_unassign(rk, parts);
         log_info("consumer", "partitions revoked", LF_INT("count", parts->cnt));
     }
@@ -349,8 +362,24 @@ static void resume_all(struct consumer *c)
     }
 }
 
-/* Stores offset+1 of the last message of each partition and commits. */
-static void commit_batch(struct consumer *c, size_t count)
+/*
+ * Commits the stored offsets when some are new and the last commit is
+ * COMMIT_INTERVAL_MS old.  Asynchronous: a lost commit only means a
+ * redelivery, which is idempotent; a revocation commits synchronously.
+ */
+static void commit_due(struct consumer *c)
+{
+    int64_t now = mw_monotonic_ms();
+
+    if (!c->is_commit_due || now - c->committed_at < COMMIT_INTERVAL_MS)
+        return;
+    rd_kafka_commit(c->rk, NULL, 1);
+    c->is_commit_due = 0;
+    c->committed_at = now;
+}
+
+/* Stores offset+1 of the last message of each partition of the batch. */
+static void store_batch_offsets(struct consumer *c, size_t count)
 {
     rd_kafka_topic_partition_list_t *offsets =
         rd_kafka_topic_partition_list_new((int)count);
@@ -371,9 +400,8 @@ static void commit_batch(struct consumer *c, size_t count)
     if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR)
         log_warn("consumer", "could not store offsets",
                  LF_STR("error", rd_kafka_err2str(kerr)));
-    /* Asynchronous: a lost commit only means a redelivery, which is
-     * idempotent; a revocation commits synchronously. */
-    rd_kafka_commit(c->rk, NULL, 1);
+    else
+        c->is_commit_due = 1;
     rd_kafka_topic_partition_list_destroy(offsets);
 }
 
@@ -491,6 +519,7 @@ int consumer_run(struct consumer *c, volatile sig_atomic_t *stop,
             return -1;
         }
 
+        commit_due(c);
         if (c->paused) {
             rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, POLL_MS);
 
@@ -513,7 +542,8 @@ int consumer_run(struct consumer *c, volatile sig_atomic_t *stop,
         if (prepare_msgs(c, n) < 0) {
             mw_error_no_memory(&perr);
         } else if (process_batch(c->process, c->msgs, n, &stats, &perr) == 0) {
-            commit_batch(c, n);
+            store_batch_offsets(c, n);
+            commit_due(c);
             destroy_batch(c, n);
             atomic_store(&mw_metrics.db_ready, 1);
             metrics_observe_latency_us((mw_monotonic_ms() - started) * 1000);
@@ -540,7 +570,7 @@ int consumer_run(struct consumer *c, volatile sig_atomic_t *stop,
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
     /* Graceful stop: the last batch is done; make its offsets durable. */
-    if (!c->paused) {
+    if (!c->paused || c->is_commit_due) {
         rd_kafka_resp_err_t kerr = rd_kafka_commit(c->rk, NULL, 0);
 
         if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR &&

@@ -8,6 +8,13 @@
  * durable together or not at all, and offsets may be committed as soon as
  * process_batch returns 0.  Events are encoded once, here: the relay
  * publishes the stored bytes, so a re-publication is byte-identical.
+ *
+ * With a second session (process_use_second_session), a batch of enough
+ * creations is split (split.h) and its halves claimed and committed on
+ * the two sessions at once; the batch counts as done when both
+ * committed.  A half committed before the other failed is redelivered
+ * with the rest and finds its requests recorded: nothing is published
+ * twice.
  */
 #include "process.h"
 
@@ -17,7 +24,9 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "offload.h"
 #include "rules.h"
+#include "split.h"
 
 #include <openssl/sha.h>
 #include <stdio.h>
@@ -36,6 +45,12 @@ struct process {
     struct store_outbox_row *rows;
     const char **dlq_reasons;
     const char **dlq_errors;
+    /* The second session, NULL without one; which half each item goes
+     * to, the items by half, and the halves' items as claimed. */
+    struct offload *offload;
+    unsigned char *half;
+    size_t *order;
+    struct store_item *split_items;
 };
 
 struct process *process_new(const struct mw_config *cfg, struct codec *codec,
@@ -60,7 +75,11 @@ void process_destroy(struct process *process)
 {
     if (process == NULL)
         return;
+    offload_destroy(process->offload);
     arena_destroy(process->arena);
+    free(process->half);
+    free(process->order);
+    free(process->split_items);
     free(process->items);
     free(process->records);
     free(process->rows);
@@ -98,6 +117,10 @@ static int grow(struct process *p, size_t count)
         resize(p->dlq_reasons, count, sizeof(*p->dlq_reasons), &is_oom);
     p->dlq_errors =
         resize(p->dlq_errors, count, sizeof(*p->dlq_errors), &is_oom);
+    p->half = resize(p->half, count, sizeof(*p->half), &is_oom);
+    p->order = resize(p->order, count, sizeof(*p->order), &is_oom);
+    p->split_items =
+        resize(p->split_items, count, sizeof(*p->split_items), &is_oom);
     if (is_oom)
         return -1;
     p->cap = count;
@@ -474,12 +497,141 @@ static int outcome_row(struct process *p, const struct process_msg *m,
     }
 }
 
+/*
+ * Builds the outbox rows of the items order[0..n), in that order, into
+ * p->rows from *nrows on.  Returns 0, or -1 with err.
+ */
+static int rows_of(struct process *p, const struct process_msg *msgs,
+                   const size_t *order, size_t n, size_t *nrows,
+                   struct process_stats *local, struct mw_error *err)
+{
+    for (size_t k = 0; k < n; k++) {
+        size_t i = order[k];
+        int has_row;
+
+        if (outcome_row(p, &msgs[i], &p->records[i], &p->items[i],
+                        p->dlq_reasons[i], p->dlq_errors[i], &p->rows[*nrows],
+                        &has_row, local, err) < 0)
+            return -1;
+        *nrows += (size_t)has_row;
+    }
+    return 0;
+}
+
+/* Claims the whole batch on the consumer's session and commits it. */
+static int claim_on_one_session(struct process *p,
+                                const struct process_msg *msgs, size_t count,
+                                struct process_stats *local,
+                                struct mw_error *err)
+{
+    size_t nrows = 0;
+
+    if (store_batch_claim(p->store, p->items, count, p->arena, err) < 0)
+        return -1;
+    for (size_t i = 0; i < count; i++)
+        p->order[i] = i;
+    if (rows_of(p, msgs, p->order, count, &nrows, local, err) < 0) {
+        store_batch_abort(p->store);
+        return -1;
+    }
+    return store_batch_finish(p->store, p->rows, nrows, err);
+}
+
+/* ---- The second session ------------------------------------------------ */
+
+int process_use_second_session(struct process *p, const char *conninfo,
+                               struct mw_error *err)
+{
+    p->offload = offload_new(conninfo, err);
+    return p->offload == NULL ? -1 : 0;
+}
+
+/*
+ * Rolls back both halves (whichever is still open) after one failed and
+ * returns -1 with the failure in err: the first half's when it failed
+ * (is_a_failed), else the second's, berr.
+ */
+static int abandon_halves(struct process *p, bool is_a_failed,
+                          const struct mw_error *berr, struct mw_error *err)
+{
+    store_batch_abort(p->store);
+    offload_abort(p->offload);
+    if (!is_a_failed)
+        *err = *berr;
+    return -1;
+}
+
+/* Lists the items of the first half, then the second's, in p->order. */
+static size_t order_halves(struct process *p, size_t count)
+{
+    size_t na = 0, k;
+
+    for (size_t i = 0; i < count; i++) {
+        if (p->half[i] == 0)
+            p->order[na++] = i;
+    }
+    k = na;
+    for (size_t i = 0; i < count; i++) {
+        if (p->half[i] == 1)
+            p->order[k++] = i;
+    }
+    return na;
+}
+
+/* Copies the claimed items order[from..to) back to their batch places. */
+static void claimed_back(struct process *p, size_t from, size_t to)
+{
+    for (size_t k = from; k < to; k++)
+        p->items[p->order[k]] = p->split_items[k];
+}
+
+/*
+ * Claims the two halves of the batch (p->half) at once, the first on the
+ * consumer's session and the second on the other, then writes each
+ * half's outbox rows in its own transaction and commits both.  The first
+ * half's events are encoded while the second half is still claimed.
+ */
+static int claim_on_two_sessions(struct process *p,
+                                 const struct process_msg *msgs, size_t count,
+                                 struct process_stats *local,
+                                 struct mw_error *err)
+{
+    struct mw_error berr;
+    size_t na = order_halves(p, count), nrows = 0, rows_a;
+    int rc_a, rc_b;
+
+    for (size_t k = 0; k < count; k++)
+        p->split_items[k] = p->items[p->order[k]];
+    log_debug("process", "batch split over two database sessions",
+              LF_INT("first", (int64_t)na),
+              LF_INT("second", (int64_t)(count - na)));
+    mw_error_clear(&berr);
+    offload_claim(p->offload, p->split_items + na, count - na);
+    rc_a = store_batch_claim(p->store, p->split_items, na, p->arena, err);
+    if (rc_a == 0) {
+        claimed_back(p, 0, na);
+        rc_a = rows_of(p, msgs, p->order, na, &nrows, local, err);
+    }
+    rc_b = offload_wait(p->offload, &berr);
+    if (rc_a < 0 || rc_b < 0)
+        return abandon_halves(p, rc_a < 0, &berr, err);
+    claimed_back(p, na, count);
+    rows_a = nrows;
+    if (rows_of(p, msgs, p->order + na, count - na, &nrows, local, err) < 0)
+        return abandon_halves(p, true, &berr, err);
+    offload_finish(p->offload, p->rows + rows_a, nrows - rows_a);
+    rc_a = store_batch_finish(p->store, p->rows, rows_a, err);
+    rc_b = offload_wait(p->offload, &berr);
+    if (rc_a == 0 && rc_b < 0)
+        *err = berr;
+    return rc_a < 0 || rc_b < 0 ? -1 : 0;
+}
+
 int process_batch(struct process *p, const struct process_msg *msgs,
                   size_t count, struct process_stats *stats,
                   struct mw_error *err)
 {
     const int64_t now = mw_now_ms();
-    size_t nrows = 0;
     struct process_stats local = {0};
 
     if (count == 0)
@@ -496,21 +648,14 @@ int process_batch(struct process *p, const struct process_msg *msgs,
                     &p->dlq_reasons[i], &p->dlq_errors[i], now, err) < 0)
             return -1;
     }
-    if (store_batch_claim(p->store, p->items, count, p->arena, err) < 0)
-        return -1;
-    for (size_t i = 0; i < count; i++) {
-        int has_row;
-
-        if (outcome_row(p, &msgs[i], &p->records[i], &p->items[i],
-                        p->dlq_reasons[i], p->dlq_errors[i], &p->rows[nrows],
-                        &has_row, &local, err) < 0) {
-            store_batch_abort(p->store);
+    if (p->offload != NULL &&
+        split_batch(p->items, p->records, count, SPLIT_MIN_CREATIONS, p->arena,
+                    p->half) == 2) {
+        if (claim_on_two_sessions(p, msgs, count, &local, err) < 0)
             return -1;
-        }
-        nrows += (size_t)has_row;
-    }
-    if (store_batch_finish(p->store, p->rows, nrows, err) < 0)
+    } else if (claim_on_one_session(p, msgs, count, &local, err) < 0) {
         return -1;
+    }
     if (stats)
         *stats = local;
     atomic_fetch_add(&mw_metrics.provisioned, (long long)local.created);

@@ -55,6 +55,13 @@ struct process *process_new(const struct mw_config *cfg, struct codec *codec,
 void process_destroy(struct process *process);
 
 /*
+ * Gives process a second database session, on conninfo, for batches that
+ * can be split over two (split.h).  Returns 0, or -1 with err.
+ */
+int process_use_second_session(struct process *process, const char *conninfo,
+                               struct mw_error *err) MW_MUSTCHECK;
+
+/*
  * Handles count messages in one transaction.  Returns 0 once the outcome
  * of every message is durable (only then may offsets be committed), or -1
  * with err (err->retriable tells whether the same batch may succeed
