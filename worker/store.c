@@ -201,11 +201,22 @@ struct store *store_new(const char *conninfo, struct mw_error *err)
         return NULL;
     }
     store->seed = (unsigned int)time(NULL) ^ (unsigned int)(uintptr_t)store;
+    store->copy_min_run = STORE_COPY_MIN_RUN;
     if (connect_db(store, err) != 0) {
         store_destroy(store);
         return NULL;
     }
     return store;
+}
+
+void store_set_copy_min_run(struct store *store, size_t count)
+{
+    store->copy_min_run = count;
+}
+
+long store_copied_runs(const struct store *store)
+{
+    return store->copied_runs;
 }
 
 void store_destroy(struct store *store)
@@ -214,6 +225,7 @@ void store_destroy(struct store *store)
         return;
     PQfinish(store->conn);
     store_claim_free(store);
+    store_copy_free(store);
     free(store->conninfo);
     free(store);
 }

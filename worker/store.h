@@ -37,6 +37,16 @@ struct store *store_new(const char *conninfo,
 void store_destroy(struct store *store);
 
 /*
+ * Claims runs of at least count new requests with COPY instead of
+ * mw_claim_requests (STORE_COPY_MIN_RUN unless set; SIZE_MAX never).  The
+ * outcomes are the same either way; the tests run both.  Can't fail.
+ */
+void store_set_copy_min_run(struct store *store, size_t count);
+
+/* The runs of requests claimed by COPY since store_new.  Can't fail. */
+long store_copied_runs(const struct store *store);
+
+/*
  * Applies every compiled-in migration not yet applied, in order, each in
  * its own transaction, under an advisory lock so that replicas starting
  * together apply each once.  Returns 0, or -1 with err filled.

@@ -237,25 +237,32 @@ static void text_array_reset(struct text_array *a)
     a->is_oom = false;
 }
 
-static bool text_array_reserve(struct text_array *a, size_t more)
+/* See store_internal.h. */
+bool store_reserve(char **buf, size_t *cap, size_t len, size_t more,
+                   size_t first, bool *is_oom)
 {
-    size_t cap = a->cap > 0 ? a->cap : 4096;
-    char *buf;
+    size_t want = *cap > 0 ? *cap : first;
+    char *grown;
 
-    if (a->is_oom)
+    if (*is_oom)
         return false;
-    if (a->len + more <= a->cap)
+    if (len + more <= *cap)
         return true;
-    while (cap < a->len + more)
-        cap *= 2;
-    buf = realloc(a->buf, cap);
-    if (buf == NULL) {
-        a->is_oom = true;
+    while (want < len + more)
+        want *= 2;
+    grown = realloc(*buf, want);
+    if (grown == NULL) {
+        *is_oom = true;
         return false;
     }
-    a->buf = buf;
-    a->cap = cap;
+    *buf = grown;
+    *cap = want;
     return true;
+}
+
+static bool text_array_reserve(struct text_array *a, size_t more)
+{
+    return store_reserve(&a->buf, &a->cap, a->len, more, 4096, &a->is_oom);
 }
 
 /* Appends one element: NULL is SQL null, anything else is quoted. */
@@ -819,6 +826,15 @@ static int claim_once(struct store *store, struct store_item *items,
     if (store_ensure_connected(store, err) != 0 ||
         store_prepare_statements(store, err) != 0)
         return -1;
+    if (nq == 1 && queries[0].is_run) {
+        rc = store_copy_claim(store, items, run, queries[0].count, arena,
+                              is_retry, err);
+        if (rc == 0)
+            store->in_batch = true;
+        if (rc != 1)
+            return rc == 0 ? 0 : -1;
+        rc = 0;
+    }
     for (bool is_first = true; rc == 0 && (is_first || from < nq);
          is_first = false) {
         long to = from;

@@ -28,6 +28,11 @@
 
 /* Parameter buffers of the batch claim, kept from batch to batch. */
 struct claim_columns;
+/* COPY data of the claim by COPY (store_copy.c), kept likewise. */
+struct store_copy;
+
+/* Runs of at least this many requests may be claimed by COPY. */
+#define STORE_COPY_MIN_RUN 32
 
 struct store {
     PGconn *conn; /* NULL after a drop: reconnect on the next call */
@@ -40,6 +45,9 @@ struct store {
     bool is_fetch_set;             /* the relay's fetch plan is set on conn */
     unsigned int seed;             /* retry jitter */
     struct claim_columns *columns; /* store_claim.c's; NULL until needed */
+    struct store_copy *copy;       /* store_copy.c's; NULL until needed */
+    size_t copy_min_run;           /* shorter runs: mw_claim_requests */
+    long copied_runs;              /* runs claimed by COPY */
 };
 
 /* A statement prepared once per connection. */
@@ -80,6 +88,29 @@ int store_parse_text_array(struct mw_arena *arena, const char *text,
 int store_update_claim(struct store *store, struct store_item *item,
                        struct mw_arena *arena, bool *is_retry,
                        struct mw_error *err) MW_MUSTCHECK;
+
+/*
+ * Makes room for more bytes after the len used of *buf (*cap bytes; the
+ * first allocation is at least first, then the size doubles).  False,
+ * with *is_oom set, when memory ran out or *is_oom was set already.
+ */
+bool store_reserve(char **buf, size_t *cap, size_t len, size_t more,
+                   size_t first, bool *is_oom);
+
+/*
+ * Claims the count requests of items whose indexes are in run with COPY
+ * (store_copy.c), opening the batch's transaction.  Returns 0 when
+ * claimed (outcomes set, the transaction open); 1 when the run is for
+ * mw_claim_requests (nothing is open); 2 with err (and *is_retry set on a
+ * serialization failure or deadlock) when the server refused it, rolled
+ * back; -1 with err when the connection was dropped or memory ran out.
+ */
+int store_copy_claim(struct store *store, struct store_item *items,
+                     const size_t *run, size_t count, struct mw_arena *arena,
+                     bool *is_retry, struct mw_error *err) MW_MUSTCHECK;
+
+/* Frees the COPY data (store_copy.c).  Can't fail. */
+void store_copy_free(struct store *store);
 
 /* Frees the claim's parameter buffers (store_claim.c).  Can't fail. */
 void store_claim_free(struct store *store);

@@ -33,6 +33,10 @@
 
 static const char *db_url;
 static PGconn *admin;
+/* Runs of at least this many requests are claimed by COPY; 0: the
+ * store's default.  The claim tests run twice: as the worker runs, and
+ * with every run that may go by COPY going by COPY. */
+static size_t copy_min_run;
 static char run_tag[24];
 static int tag_counter;
 
@@ -53,6 +57,8 @@ static struct store *open_store(void)
     if (store == NULL)
         mw_error_print(&err, "store_new");
     assert_non_null(store);
+    if (copy_min_run > 0)
+        store_set_copy_min_run(store, copy_min_run);
     return store;
 }
 
@@ -1714,6 +1720,134 @@ static void thousand_requests_claim_in_one_call(void **state)
     arena_destroy(arena);
 }
 
+/*
+ * One run of requests of every kind the claim by COPY writes (each
+ * account type, a trial with and without its reminder, text COPY must
+ * escape, a domain listed twice by one request, optional fields absent,
+ * a request the rules rejected), for batch_rows_are_the_same_either_way.
+ */
+static void mixed_run(struct mw_arena *arena, const char *tag,
+                      struct store_item *items, int count)
+{
+    for (int i = 0; i < count; i++) {
+        const char *primary = arena_printf(arena, "d%d.%s.example", i, tag);
+        struct mw_request *r = make_request(
+            arena, arena_printf(arena, "req-%s-%02d", tag, i), "msp-copy",
+            primary,
+            i % 5 == 4 ? primary
+                       : arena_printf(arena, "m.d%d.%s.example", i, tag));
+
+        r->account_type = i % 3 == 0   ? MW_ACCOUNT_BUY_NOW
+                          : i % 3 == 1 ? MW_ACCOUNT_TRIAL
+                                       : MW_ACCOUNT_NFR;
+        r->company_name =
+            i % 4 == 0 ? "Tab\there \\ \"q\" \r\n{x,y}" : "Contoso";
+        r->policy_template_id = i % 2 == 0 ? "strict" : NULL;
+        r->delivery_destination = i % 6 == 0 ? NULL : "mx.example:25";
+        r->two_factor_required = i % 2 == 1;
+        r->licenses = 1 + i;
+        make_item(arena, &items[i], r, i + 1);
+        items[i].occurred_at = 1764000000123LL + i;
+        items[i].trial_ends_at = items[i].occurred_at + 14 * DAY_MS;
+        items[i].trial_reminder_at =
+            i % 2 == 0 ? items[i].trial_ends_at - 3 * DAY_MS : 0;
+        items[i].traceparent = i % 7 == 0 ? NULL : items[i].traceparent;
+        items[i].is_valid = i != 11;
+    }
+}
+
+/* The rows of a run of mixed_run, with its tag and ids taken out. */
+static char *run_rows(struct mw_arena *arena, const char *tag)
+{
+    return query_text(
+        arena,
+        "WITH r AS (SELECT * FROM requests WHERE request_id LIKE $1) "
+        "SELECT concat_ws(E'\\n', "
+        " (SELECT string_agg(concat_ws('|', r.request_id, r.kind, r.msp_id, "
+        "   encode(r.payload_hash, 'hex'), r.outcome, r.customer_id IS NULL, "
+        "   r.processed_at, r.conflicts), ';' ORDER BY r.request_id) FROM r), "
+        " (SELECT string_agg((to_jsonb(c) - 'customer_id')::text, ';' "
+        "   ORDER BY c.request_id) FROM customers c JOIN r USING "
+        "(request_id)), "
+        " (SELECT string_agg(concat_ws('|', c.request_id, d.domain, "
+        "   d.is_primary, d.released_at), ';' ORDER BY d.domain) "
+        "   FROM customer_domains d JOIN customers c USING (customer_id) "
+        "   JOIN r ON r.request_id = c.request_id), "
+        " (SELECT string_agg(concat_ws('|', c.request_id, t.kind, t.due_at, "
+        "   t.created_at, t.request_id), ';' ORDER BY c.request_id, t.kind) "
+        "   FROM timers t JOIN customers c USING (customer_id) "
+        "   JOIN r ON r.request_id = c.request_id))",
+        1, arena_printf(arena, "req-%s-%%", tag));
+}
+
+static void batch_rows_are_the_same_either_way(void **state)
+{
+    enum { N = 40 };
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tags[2] = {new_tag(arena), new_tag(arena)};
+    struct store_item items[2][N];
+    char *rows[2];
+
+    (void)state;
+    for (int way = 0; way < 2; way++) {
+        mixed_run(arena, tags[way], items[way], N);
+        /* The first way is mw_claim_requests', the second COPY's. */
+        store_set_copy_min_run(store, way == 0 ? SIZE_MAX : 1);
+        claim_and_commit(store, items[way], N, arena);
+        assert_int_equal(store_copied_runs(store), way);
+        for (int i = 0; i < N; i++)
+            assert_int_equal(items[way][i].outcome,
+                             i == 11 ? STORE_REJECTED : STORE_CREATED);
+        rows[way] = run_rows(arena, tags[way]);
+        assert_non_null(rows[way]);
+    }
+    /* Nothing differs but the tag. */
+    assert_true(strlen(rows[0]) > 10000);
+    assert_non_null(strstr(rows[0], "TRIAL_ENDING"));
+    assert_string_equal(
+        query_text(arena, "SELECT replace($1, $2, 'TAG')", 2, rows[0], tags[0]),
+        query_text(arena, "SELECT replace($1, $2, 'TAG')", 2, rows[1],
+                   tags[1]));
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
+/* A run the database refuses part of goes to mw_claim_requests. */
+static void copy_falls_back_when_an_id_or_domain_is_taken(void **state)
+{
+    enum { N = 40 };
+    struct mw_arena *arena = arena_new();
+    struct store *store = open_store();
+    const char *tag = new_tag(arena);
+    struct store_item items[N];
+
+    (void)state;
+    store_set_copy_min_run(store, 1);
+    mixed_run(arena, tag, items, N);
+    claim_and_commit(store, items, 1, arena); /* the first, alone */
+    assert_int_equal(store_copied_runs(store), 1);
+    /* Request 0 again, and request 1 wanting request 0's domain. */
+    mixed_run(arena, tag, items, N);
+    items[1].request =
+        make_request(arena, items[1].request->request_id, "msp-copy",
+                     arena_printf(arena, "d0.%s.example", tag), NULL);
+    claim_and_commit(store, items, N, arena);
+    assert_int_equal(store_copied_runs(store), 1);
+    assert_int_equal(items[0].outcome, STORE_DUPLICATE);
+    assert_int_equal(items[1].outcome, STORE_REJECTED);
+    assert_int_equal(items[1].taken_domains_count, 1);
+    for (int i = 2; i < N; i++)
+        assert_int_equal(items[i].outcome,
+                         i == 11 ? STORE_REJECTED : STORE_CREATED);
+    assert_int_equal(query_num("SELECT count(*) FROM customers "
+                               "WHERE request_id LIKE $1",
+                               1, arena_printf(arena, "req-%s-%%", tag)),
+                     N - 2);
+    store_destroy(store);
+    arena_destroy(arena);
+}
+
 static void unreachable_server_is_retriable(void **state)
 {
     struct mw_error err = {0};
@@ -1765,41 +1899,53 @@ static int group_teardown(void **state)
     return 0;
 }
 
+/* The tests of the claim, run twice (see copy_min_run). */
+#define CLAIM_TESTS                                                            \
+    cmocka_unit_test(valid_request_is_created),                                \
+        cmocka_unit_test(account_types_set_status_and_billing),                \
+        cmocka_unit_test(redelivered_request_is_duplicate),                    \
+        cmocka_unit_test(same_id_other_content_is_conflict),                   \
+        cmocka_unit_test(                                                      \
+            second_request_in_batch_for_taken_domain_is_rejected),             \
+        cmocka_unit_test(released_domain_can_be_taken_again),                  \
+        cmocka_unit_test(shared_domain_of_rejected_request_goes_to_next),      \
+        cmocka_unit_test(taken_domains_are_listed_in_request_order),           \
+        cmocka_unit_test(repeats_in_one_batch_are_duplicate_or_conflict),      \
+        cmocka_unit_test(termination_sees_customers_created_before_it),        \
+        cmocka_unit_test(rule_rejected_request_is_recorded_without_customer),  \
+        cmocka_unit_test(aborted_batch_leaves_nothing),                        \
+        cmocka_unit_test(concurrent_claims_of_one_request_create_once),        \
+        cmocka_unit_test(concurrent_claims_of_one_domain_create_once),         \
+        cmocka_unit_test(a_creation_then_its_update_in_one_batch_is_applied),  \
+        cmocka_unit_test(deadlocked_batch_is_retried),                         \
+        cmocka_unit_test(lost_connection_is_retriable_and_reconnects),         \
+        cmocka_unit_test(thousand_requests_claim_in_one_call),
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(migrate_twice_is_a_noop),
         cmocka_unit_test(schema_check_names_the_first_missing_migration),
         cmocka_unit_test(concurrent_migrations_apply_each_once),
-        cmocka_unit_test(valid_request_is_created),
-        cmocka_unit_test(account_types_set_status_and_billing),
-        cmocka_unit_test(redelivered_request_is_duplicate),
-        cmocka_unit_test(same_id_other_content_is_conflict),
-        cmocka_unit_test(second_request_in_batch_for_taken_domain_is_rejected),
-        cmocka_unit_test(released_domain_can_be_taken_again),
-        cmocka_unit_test(shared_domain_of_rejected_request_goes_to_next),
-        cmocka_unit_test(taken_domains_are_listed_in_request_order),
-        cmocka_unit_test(repeats_in_one_batch_are_duplicate_or_conflict),
-        cmocka_unit_test(termination_sees_customers_created_before_it),
-        cmocka_unit_test(rule_rejected_request_is_recorded_without_customer),
-        cmocka_unit_test(aborted_batch_leaves_nothing),
-        cmocka_unit_test(concurrent_claims_of_one_request_create_once),
-        cmocka_unit_test(concurrent_claims_of_one_domain_create_once),
-        cmocka_unit_test(termination_outcomes),
-        cmocka_unit_test(a_creation_then_its_update_in_one_batch_is_applied),
+        CLAIM_TESTS cmocka_unit_test(termination_outcomes),
         cmocka_unit_test(an_older_sync_is_stale_and_changes_nothing),
         cmocka_unit_test(a_trial_bought_early_loses_its_timers),
         cmocka_unit_test(an_update_sees_a_termination_before_it_only),
         cmocka_unit_test(concurrent_updates_adding_one_domain_apply_once),
-        cmocka_unit_test(deadlocked_batch_is_retried),
-        cmocka_unit_test(lost_connection_is_retriable_and_reconnects),
         cmocka_unit_test(finish_writes_outbox_rows_once),
         cmocka_unit_test(fetch_returns_oldest_first_and_mark_hides_them),
         cmocka_unit_test(relay_lead_is_exclusive_until_disconnect),
         cmocka_unit_test(wait_returns_after_notify),
-        cmocka_unit_test(thousand_requests_claim_in_one_call),
+        cmocka_unit_test(batch_rows_are_the_same_either_way),
+        cmocka_unit_test(copy_falls_back_when_an_id_or_domain_is_taken),
         cmocka_unit_test(unreachable_server_is_retriable),
     };
 
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    /* The claim again, every run that may go by COPY going by COPY. */
+    const struct CMUnitTest copy_tests[] = {CLAIM_TESTS};
+    int failed = cmocka_run_group_tests(tests, group_setup, group_teardown);
+
+    copy_min_run = 1;
+    return failed + cmocka_run_group_tests_name("claims by COPY", copy_tests,
+                                                group_setup, group_teardown);
 }
