@@ -3,9 +3,15 @@
  *
  * One thread polls, cuts a batch (up to MESH_WORKER_BATCH_SIZE messages,
  * waiting at most MESH_WORKER_BATCH_WAIT once the first has arrived),
- * hands it to process and, only when that returned 0, stores and commits
- * the offsets.  Rebalance callbacks run inside poll, so between batches:
- * a batch is always finished before its partitions are given up.
+ * prepares it (decodes and validates, process_prepare) and hands it to
+ * the committer, a thread of its own that claims and commits it
+ * (process_commit); only when that returned 0 are the offsets stored and
+ * committed.  While one batch is in the database the next is polled and
+ * prepared: two slots, each with its own process buffers, take turns.
+ * Batches are committed one at a time, in the order polled.  Rebalance
+ * callbacks run inside poll: a revocation first waits for the batch in
+ * the database, so a batch is always finished before its partitions are
+ * given up.
  *
  * Offsets are stored after every batch and committed at most every
  * COMMIT_INTERVAL_MS (and at once when partitions are revoked or the
@@ -29,6 +35,8 @@
 #include "store.h"
 
 #include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,27 +47,137 @@
 #define BACKOFF_MAX_MS 5000
 #define COMMIT_INTERVAL_MS 100
 
+/* A batch: polled and prepared, then in the database, then done. */
+struct slot {
+    struct process *process; /* slot 0's is the caller's, slot 1's a twin */
+    rd_kafka_message_t **batch;
+    struct process_msg *msgs;
+    struct mw_arena *arena; /* the msgs' headers and traceparents */
+    size_t n;
+    int64_t started; /* monotonic ms when polled */
+    /* Written by the committer, read once it said done. */
+    int rc;
+    struct mw_error err;
+    struct process_stats stats;
+};
+
 struct consumer {
     const struct mw_config *cfg;
     rd_kafka_t *rk;
-    struct process *process;
-    struct mw_arena *arena;
-    rd_kafka_message_t **batch;
-    struct process_msg *msgs;
+    struct slot slots[2];
+    int next;             /* the slot the next batch is polled into */
     int paused;           /* processing failed: every partition is held */
     int joined;           /* the group gave us an assignment (maybe empty) */
     int brokers_up;       /* the last statistics saw a broker up */
     int is_commit_due;    /* offsets stored since the last commit */
     int64_t committed_at; /* monotonic ms of the last commit */
+    int64_t backoff;      /* before the next try of a failed batch */
+    int64_t retry_at;
     /* Kafka refused our credentials before we ever joined: start-up
      * stops, with librdkafka's reason (which holds no secret). */
     int is_refused;
     char refusal[256];
+    /* The committer: job is the slot in the database (NULL: none), done
+     * once process_commit returned for it. */
+    pthread_t committer;
+    bool has_committer;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    struct slot *job;
+    bool is_done;
+    bool is_stopping;
+    /* A batch that failed while a revocation waited for it: the poll
+     * loop holds it once poll returns. */
+    struct slot *failed;
 };
 
 static void update_kafka_ready(const struct consumer *c)
 {
     atomic_store(&mw_metrics.kafka_ready, c->joined && c->brokers_up);
+}
+
+static void store_batch_offsets(struct consumer *c, const struct slot *s);
+static void destroy_batch(struct slot *s);
+
+/* The committer's loop: process_commit for each slot handed over. */
+static void *committer_main(void *arg)
+{
+    struct consumer *c = arg;
+
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        struct slot *s;
+
+        while (!c->is_stopping && (c->job == NULL || c->is_done))
+            pthread_cond_wait(&c->cond, &c->mu);
+        if (c->is_stopping)
+            break;
+        s = c->job;
+        pthread_mutex_unlock(&c->mu);
+        mw_error_clear(&s->err);
+        s->rc = process_commit(s->process, s->msgs, s->n, &s->stats, &s->err);
+        pthread_mutex_lock(&c->mu);
+        c->is_done = true;
+        pthread_cond_broadcast(&c->cond);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+/* Hands a prepared slot to the committer; none may be in flight. */
+static void submit(struct consumer *c, struct slot *s)
+{
+    pthread_mutex_lock(&c->mu);
+    c->job = s;
+    c->is_done = false;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* True unless a batch is in the database. */
+static bool is_idle(struct consumer *c)
+{
+    bool idle;
+
+    pthread_mutex_lock(&c->mu);
+    idle = c->job == NULL || c->is_done;
+    pthread_mutex_unlock(&c->mu);
+    return idle;
+}
+
+/*
+ * Waits for the batch in the database, if any.  A committed one has its
+ * offsets stored and its messages freed; a failed one is left in
+ * c->failed for the poll loop, nothing of it stored.
+ */
+static void settle(struct consumer *c)
+{
+    struct slot *s;
+
+    pthread_mutex_lock(&c->mu);
+    while (c->job != NULL && !c->is_done)
+        pthread_cond_wait(&c->cond, &c->mu);
+    s = c->job;
+    c->job = NULL;
+    c->is_done = false;
+    pthread_mutex_unlock(&c->mu);
+    if (s == NULL)
+        return;
+    if (s->rc != 0) {
+        c->failed = s;
+        return;
+    }
+    store_batch_offsets(c, s);
+    destroy_batch(s);
+    atomic_store(&mw_metrics.db_ready, 1);
+    metrics_observe_latency_us((mw_monotonic_ms() - s->started) * 1000);
+    c->backoff = BACKOFF_MIN_MS;
+    log_debug("consumer", "batch committed", LF_INT("messages", s->n),
+              LF_INT("created", s->stats.created),
+              LF_INT("updated", s->stats.updated),
+              LF_INT("rejected", s->stats.rejected),
+              LF_INT("dlq", s->stats.dlq));
+    s->n = 0;
 }
 
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -79,8 +197,10 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         log_info("consumer", "partitions assigned",
                  LF_INT("count", parts->cnt));
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-        /* The batch in hand is finished; make its offsets durable.  While
-         * paused, only batches that committed have stored offsets. */
+        /* The batch in the database is finished first; then its offsets
+         * are made durable.  While paused, only batches that committed
+         * have stored offsets. */
+        settle(c);
         if (!c->paused || c->is_commit_due) {
             rd_kafka_commit(rk, NULL, 0);
             c->is_commit_due = 0;
@@ -176,12 +296,26 @@ struct consumer *consumer_new(const struct mw_config *cfg,
     if (c == NULL)
         goto oom;
     c->cfg = cfg;
-    c->process = process;
-    c->arena = arena_new();
-    c->batch = calloc((size_t)cfg->batch_size, sizeof(*c->batch));
-    c->msgs = calloc((size_t)cfg->batch_size, sizeof(*c->msgs));
-    if (c->arena == NULL || c->batch == NULL || c->msgs == NULL)
-        goto oom;
+    c->backoff = BACKOFF_MIN_MS;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cond, NULL);
+    for (int i = 0; i < 2; i++) {
+        struct slot *sl = &c->slots[i];
+
+        sl->process = i == 0 ? process : process_new_twin(process, err);
+        if (sl->process == NULL)
+            goto fail;
+        sl->arena = arena_new();
+        sl->batch = calloc((size_t)cfg->batch_size, sizeof(*sl->batch));
+        sl->msgs = calloc((size_t)cfg->batch_size, sizeof(*sl->msgs));
+        if (sl->arena == NULL || sl->batch == NULL || sl->msgs == NULL)
+            goto oom;
+    }
+    if (pthread_create(&c->committer, NULL, committer_main, c) != 0) {
+        mw_error_set(err, MW_ERR_SYSTEM, false, "could not start a thread");
+        goto fail;
+    }
+    c->has_committer = true;
     {
         /* A request waits at most fetch.wait.max.ms for its fetch; the
          * mock cluster answers an empty fetch only after the whole wait.
@@ -292,9 +426,24 @@ void consumer_destroy(struct consumer *c)
         rd_kafka_consumer_close(c->rk);
         rd_kafka_destroy(c->rk);
     }
-    arena_destroy(c->arena);
-    free(c->batch);
-    free(c->msgs);
+    if (c->has_committer) {
+        pthread_mutex_lock(&c->mu);
+        c->is_stopping = true;
+        pthread_cond_broadcast(&c->cond);
+        pthread_mutex_unlock(&c->mu);
+        pthread_join(c->committer, NULL);
+    }
+    for (int i = 0; i < 2; i++) {
+        struct slot *sl = &c->slots[i];
+
+        if (i == 1)
+            process_destroy(sl->process);
+        arena_destroy(sl->arena);
+        free(sl->batch);
+        free(sl->msgs);
+    }
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cond);
     free(c);
 }
 
@@ -320,8 +469,9 @@ static void rewind_message(struct consumer *c, const rd_kafka_message_t *rkm)
 }
 
 /* Pauses everything and rewinds each partition to its first batch offset. */
-static void hold_batch(struct consumer *c, size_t count)
+static void hold_batch(struct consumer *c, const struct slot *s)
 {
+    size_t count = s->n;
     rd_kafka_topic_partition_list_t *assigned = NULL, *seek;
     rd_kafka_error_t *error;
 
@@ -332,7 +482,7 @@ static void hold_batch(struct consumer *c, size_t count)
     }
     seek = rd_kafka_topic_partition_list_new((int)count);
     for (size_t i = 0; i < count; i++) {
-        const rd_kafka_message_t *m = c->batch[i];
+        const rd_kafka_message_t *m = s->batch[i];
         const char *topic = rd_kafka_topic_name(m->rkt);
 
         if (rd_kafka_topic_partition_list_find(seek, topic, m->partition))
@@ -379,14 +529,14 @@ static void commit_due(struct consumer *c)
 }
 
 /* Stores offset+1 of the last message of each partition of the batch. */
-static void store_batch_offsets(struct consumer *c, size_t count)
+static void store_batch_offsets(struct consumer *c, const struct slot *s)
 {
     rd_kafka_topic_partition_list_t *offsets =
-        rd_kafka_topic_partition_list_new((int)count);
+        rd_kafka_topic_partition_list_new((int)s->n);
     rd_kafka_resp_err_t kerr;
 
-    for (size_t i = 0; i < count; i++) {
-        const rd_kafka_message_t *m = c->batch[i];
+    for (size_t i = 0; i < s->n; i++) {
+        const rd_kafka_message_t *m = s->batch[i];
         const char *topic = rd_kafka_topic_name(m->rkt);
         rd_kafka_topic_partition_t *p =
             rd_kafka_topic_partition_list_find(offsets, topic, m->partition);
@@ -406,12 +556,12 @@ static void store_batch_offsets(struct consumer *c, size_t count)
 }
 
 /* Turns the polled messages into process_msg entries. */
-static int prepare_msgs(struct consumer *c, size_t count)
+static int prepare_msgs(struct slot *s)
 {
-    arena_reset(c->arena);
-    for (size_t i = 0; i < count; i++) {
-        const rd_kafka_message_t *m = c->batch[i];
-        struct process_msg *pm = &c->msgs[i];
+    arena_reset(s->arena);
+    for (size_t i = 0; i < s->n; i++) {
+        const rd_kafka_message_t *m = s->batch[i];
+        struct process_msg *pm = &s->msgs[i];
         rd_kafka_headers_t *hdrs = NULL;
         struct kafka_headers_buf hb;
         rd_kafka_timestamp_type_t tstype;
@@ -427,7 +577,7 @@ static int prepare_msgs(struct consumer *c, size_t count)
         pm->key_len = m->key_len;
         pm->value = m->payload;
         pm->value_len = m->len;
-        kafka_headers_init(&hb, c->arena);
+        kafka_headers_init(&hb, s->arena);
         if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
             kafka_headers_add_all(&hb, hdrs) < 0)
             return -1;
@@ -435,7 +585,7 @@ static int prepare_msgs(struct consumer *c, size_t count)
         pm->headers_len = hb.len;
         if (kafka_header_get(m, "traceparent", &tp, &tp_len) == 0 && tp &&
             tp_len <= MW_MAX_TRACEPARENT) {
-            pm->traceparent = arena_strndup(c->arena, tp, tp_len);
+            pm->traceparent = arena_strndup(s->arena, tp, tp_len);
             if (pm->traceparent == NULL)
                 return -1;
         }
@@ -443,14 +593,15 @@ static int prepare_msgs(struct consumer *c, size_t count)
     return 0;
 }
 
-static void destroy_batch(struct consumer *c, size_t count)
+static void destroy_batch(struct slot *s)
 {
-    for (size_t i = 0; i < count; i++)
-        rd_kafka_message_destroy(c->batch[i]);
+    for (size_t i = 0; i < s->n; i++)
+        rd_kafka_message_destroy(s->batch[i]);
+    s->n = 0;
 }
 
-/* Polls one batch; returns the number of messages in c->batch. */
-static size_t poll_batch(struct consumer *c)
+/* Polls one batch; returns the number of messages in s->batch. */
+static size_t poll_batch(struct consumer *c, struct slot *s)
 {
     size_t n = 0;
     int64_t deadline = 0;
@@ -489,21 +640,60 @@ static size_t poll_batch(struct consumer *c)
         }
         if (n == 0)
             deadline = mw_monotonic_ms() + c->cfg->batch_wait_ms;
-        c->batch[n++] = m;
+        s->batch[n++] = m;
     }
     return n;
+}
+
+/*
+ * Holds a failed batch and the one polled after it (later, may be
+ * NULL): every partition is paused and rewound to the first offset
+ * either holds, both are dropped, and they are read again after the
+ * backoff.  Nothing of them was stored.
+ */
+static void hold_failed(struct consumer *c, struct slot *failed,
+                        struct slot *later)
+{
+    const struct mw_error *perr = &failed->err;
+
+    atomic_fetch_add(&mw_metrics.batch_failures, 1);
+    if (perr->code == MW_ERR_DATABASE)
+        atomic_store(&mw_metrics.db_ready, 0);
+    log_error("consumer", "could not process a batch; will retry",
+              LF_STR("error", perr->msg), LF_STR("detail", perr->detail),
+              LF_INT("retriable", perr->retriable),
+              LF_INT("messages", (int64_t)failed->n),
+              LF_INT("backoff_ms", c->backoff));
+    /* The earlier batch's offsets are sought last: they win. */
+    if (later != NULL && later->n > 0) {
+        hold_batch(c, later);
+        destroy_batch(later);
+    }
+    hold_batch(c, failed);
+    destroy_batch(failed);
+    c->retry_at = mw_monotonic_ms() + c->backoff;
+    c->backoff =
+        c->backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff * 2;
+}
+
+/* Holds the batch c->failed names, with later; true when there was one. */
+static bool hold_any_failed(struct consumer *c, struct slot *later)
+{
+    struct slot *failed = c->failed;
+
+    if (failed == NULL)
+        return false;
+    c->failed = NULL;
+    hold_failed(c, failed, later);
+    return true;
 }
 
 int consumer_run(struct consumer *c, volatile sig_atomic_t *stop,
                  struct mw_error *err)
 {
-    int64_t backoff = BACKOFF_MIN_MS, retry_at = 0;
-
     while (!*stop) {
-        size_t n;
-        struct process_stats stats;
-        struct mw_error perr;
-        int64_t started;
+        struct slot *s = &c->slots[c->next];
+        int prepared = -1;
 
         if (c->is_refused) {
             /* A wrong password never starts working by itself: say so
@@ -516,11 +706,12 @@ int consumer_run(struct consumer *c, volatile sig_atomic_t *stop,
                                "MESH_WORKER_KAFKA_SASL_MECHANISM (or the "
                                "client certificate); the password is not "
                                "shown.");
-            return -1;
+            return -1; /* never joined: no batch was polled */
         }
 
         commit_due(c);
         if (c->paused) {
+            /* Nothing is in the database while paused. */
             rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, POLL_MS);
 
             if (m != NULL) {
@@ -528,46 +719,47 @@ int consumer_run(struct consumer *c, volatile sig_atomic_t *stop,
                     rewind_message(c, m);
                 rd_kafka_message_destroy(m);
             }
-            if (mw_monotonic_ms() < retry_at)
+            if (mw_monotonic_ms() < c->retry_at)
                 continue;
             resume_all(c);
             log_info("consumer", "resuming after a failed batch");
         }
-        n = poll_batch(c);
-        if (n == 0)
+        s->n = poll_batch(c, s);
+        /* A revocation inside the poll may have found the batch in the
+         * database failed. */
+        if (hold_any_failed(c, s))
             continue;
-        started = mw_monotonic_ms();
-        atomic_fetch_add(&mw_metrics.consumed, (long long)n);
-        mw_error_clear(&perr);
-        if (prepare_msgs(c, n) < 0) {
-            mw_error_no_memory(&perr);
-        } else if (process_batch(c->process, c->msgs, n, &stats, &perr) == 0) {
-            store_batch_offsets(c, n);
-            commit_due(c);
-            destroy_batch(c, n);
-            atomic_store(&mw_metrics.db_ready, 1);
-            metrics_observe_latency_us((mw_monotonic_ms() - started) * 1000);
-            backoff = BACKOFF_MIN_MS;
-            log_debug("consumer", "batch committed", LF_INT("messages", n),
-                      LF_INT("created", stats.created),
-                      LF_INT("updated", stats.updated),
-                      LF_INT("rejected", stats.rejected),
-                      LF_INT("dlq", stats.dlq));
+        if (s->n == 0) {
+            if (is_idle(c)) {
+                settle(c);
+                hold_any_failed(c, NULL);
+            }
             continue;
         }
-        /* Nothing of the batch is kept: hold it and try again later. */
-        atomic_fetch_add(&mw_metrics.batch_failures, 1);
-        if (perr.code == MW_ERR_DATABASE)
-            atomic_store(&mw_metrics.db_ready, 0);
-        log_error("consumer", "could not process a batch; will retry",
-                  LF_STR("error", perr.msg), LF_STR("detail", perr.detail),
-                  LF_INT("retriable", perr.retriable),
-                  LF_INT("messages", (int64_t)n),
-                  LF_INT("backoff_ms", backoff));
-        hold_batch(c, n);
-        destroy_batch(c, n);
-        retry_at = mw_monotonic_ms() + backoff;
-        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+        s->started = mw_monotonic_ms();
+        atomic_fetch_add(&mw_metrics.consumed, (long long)s->n);
+        mw_error_clear(&s->err);
+        if (prepare_msgs(s) < 0)
+            mw_error_no_memory(&s->err);
+        else
+            prepared = process_prepare(s->process, s->msgs, s->n, &s->err);
+        /* Batches are committed in the order polled: the one before
+         * first. */
+        settle(c);
+        if (hold_any_failed(c, s))
+            continue;
+        if (prepared < 0) {
+            hold_failed(c, s, NULL);
+            continue;
+        }
+        submit(c, s);
+        c->next = 1 - c->next;
+    }
+    settle(c);
+    if (c->failed != NULL) {
+        /* Nothing of it was stored: the next owner reads it again. */
+        destroy_batch(c->failed);
+        c->failed = NULL;
     }
     /* Graceful stop: the last batch is done; make its offsets durable. */
     if (!c->paused || c->is_commit_due) {

@@ -29,6 +29,7 @@
 #include "split.h"
 
 #include <openssl/sha.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,10 @@
 struct process {
     const struct mw_config *cfg;
     struct codec *codec;
+    /* The codec is one thread's at a time: a twin's prepare on the
+     * consumer's thread may overlap its sibling's commit on another. */
+    pthread_mutex_t *codec_lock;
+    bool is_twin; /* shares cfg, codec, its lock, store and offload */
     struct store *store;
     struct mw_arena *arena;
     /* Per-batch arrays, grown to the largest batch seen. */
@@ -58,6 +63,31 @@ struct process *process_new(const struct mw_config *cfg, struct codec *codec,
 {
     struct process *p = calloc(1, sizeof(*p));
 
+    if (p != NULL) {
+        p->arena = arena_new();
+        p->codec_lock = malloc(sizeof(*p->codec_lock));
+    }
+    if (p == NULL || p->arena == NULL || p->codec_lock == NULL) {
+        if (p != NULL) {
+            arena_destroy(p->arena);
+            free(p->codec_lock);
+        }
+        free(p);
+        mw_error_no_memory(err);
+        return NULL;
+    }
+    pthread_mutex_init(p->codec_lock, NULL);
+    p->cfg = cfg;
+    p->codec = codec;
+    p->store = store;
+    return p;
+}
+
+struct process *process_new_twin(const struct process *sibling,
+                                 struct mw_error *err)
+{
+    struct process *p = calloc(1, sizeof(*p));
+
     if (p != NULL)
         p->arena = arena_new();
     if (p == NULL || p->arena == NULL) {
@@ -65,9 +95,12 @@ struct process *process_new(const struct mw_config *cfg, struct codec *codec,
         mw_error_no_memory(err);
         return NULL;
     }
-    p->cfg = cfg;
-    p->codec = codec;
-    p->store = store;
+    p->is_twin = true;
+    p->cfg = sibling->cfg;
+    p->codec = sibling->codec;
+    p->codec_lock = sibling->codec_lock;
+    p->store = sibling->store;
+    p->offload = sibling->offload;
     return p;
 }
 
@@ -75,7 +108,11 @@ void process_destroy(struct process *process)
 {
     if (process == NULL)
         return;
-    offload_destroy(process->offload);
+    if (!process->is_twin) {
+        offload_destroy(process->offload);
+        pthread_mutex_destroy(process->codec_lock);
+        free(process->codec_lock);
+    }
     arena_destroy(process->arena);
     free(process->half);
     free(process->order);
@@ -505,17 +542,20 @@ static int rows_of(struct process *p, const struct process_msg *msgs,
                    const size_t *order, size_t n, size_t *nrows,
                    struct process_stats *local, struct mw_error *err)
 {
-    for (size_t k = 0; k < n; k++) {
+    int rc = 0;
+
+    pthread_mutex_lock(p->codec_lock);
+    for (size_t k = 0; k < n && rc == 0; k++) {
         size_t i = order[k];
         int has_row;
 
-        if (outcome_row(p, &msgs[i], &p->records[i], &p->items[i],
-                        p->dlq_reasons[i], p->dlq_errors[i], &p->rows[*nrows],
-                        &has_row, local, err) < 0)
-            return -1;
+        rc = outcome_row(p, &msgs[i], &p->records[i], &p->items[i],
+                         p->dlq_reasons[i], p->dlq_errors[i], &p->rows[*nrows],
+                         &has_row, local, err);
         *nrows += (size_t)has_row;
     }
-    return 0;
+    pthread_mutex_unlock(p->codec_lock);
+    return rc < 0 ? -1 : 0;
 }
 
 /* Claims the whole batch on the consumer's session and commits it. */
@@ -627,12 +667,11 @@ static int claim_on_two_sessions(struct process *p,
     return rc_a < 0 || rc_b < 0 ? -1 : 0;
 }
 
-int process_batch(struct process *p, const struct process_msg *msgs,
-                  size_t count, struct process_stats *stats,
-                  struct mw_error *err)
+int process_prepare(struct process *p, const struct process_msg *msgs,
+                    size_t count, struct mw_error *err)
 {
     const int64_t now = mw_now_ms();
-    struct process_stats local = {0};
+    int rc = 0;
 
     if (count == 0)
         return 0;
@@ -641,13 +680,25 @@ int process_batch(struct process *p, const struct process_msg *msgs,
         return -1;
     }
     arena_reset(p->arena);
-    for (size_t i = 0; i < count; i++) {
+    pthread_mutex_lock(p->codec_lock);
+    for (size_t i = 0; i < count && rc == 0; i++) {
         p->dlq_reasons[i] = NULL;
         p->dlq_errors[i] = NULL;
-        if (prepare(p, &msgs[i], &p->records[i], &p->items[i],
-                    &p->dlq_reasons[i], &p->dlq_errors[i], now, err) < 0)
-            return -1;
+        rc = prepare(p, &msgs[i], &p->records[i], &p->items[i],
+                     &p->dlq_reasons[i], &p->dlq_errors[i], now, err);
     }
+    pthread_mutex_unlock(p->codec_lock);
+    return rc < 0 ? -1 : 0;
+}
+
+int process_commit(struct process *p, const struct process_msg *msgs,
+                   size_t count, struct process_stats *stats,
+                   struct mw_error *err)
+{
+    struct process_stats local = {0};
+
+    if (count == 0)
+        return 0;
     if (p->offload != NULL &&
         split_batch(p->items, p->records, count, SPLIT_MIN_CREATIONS, p->arena,
                     p->half) == 2) {
@@ -667,4 +718,13 @@ int process_batch(struct process *p, const struct process_msg *msgs,
     atomic_fetch_add(&mw_metrics.dlq, (long long)local.dlq);
     atomic_fetch_add(&mw_metrics.batches, 1);
     return 0;
+}
+
+int process_batch(struct process *p, const struct process_msg *msgs,
+                  size_t count, struct process_stats *stats,
+                  struct mw_error *err)
+{
+    if (process_prepare(p, msgs, count, err) < 0)
+        return -1;
+    return process_commit(p, msgs, count, stats, err);
 }

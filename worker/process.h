@@ -62,6 +62,31 @@ int process_use_second_session(struct process *process, const char *conninfo,
                                struct mw_error *err) MW_MUSTCHECK;
 
 /*
+ * A process for a second batch in flight: it shares the configuration,
+ * codec, database sessions and second session of sibling and has
+ * batch buffers of its own, so that one batch can be prepared while the
+ * sibling's is committed on another thread.  The sibling outlives it.
+ */
+struct process *process_new_twin(const struct process *sibling,
+                                 struct mw_error *err) MW_MUSTCHECK;
+
+/*
+ * The first half of process_batch, without I/O: decodes and validates
+ * count messages into the process's buffers.  msgs must stay valid until
+ * process_commit.  Returns 0, or -1 with err (out of memory).
+ */
+int process_prepare(struct process *process, const struct process_msg *msgs,
+                    size_t count, struct mw_error *err) MW_MUSTCHECK;
+
+/*
+ * The second half: claims, encodes and commits the batch process_prepare
+ * prepared, as process_batch does.
+ */
+int process_commit(struct process *process, const struct process_msg *msgs,
+                   size_t count, struct process_stats *stats,
+                   struct mw_error *err) MW_MUSTCHECK;
+
+/*
  * Handles count messages in one transaction.  Returns 0 once the outcome
  * of every message is durable (only then may offsets be committed), or -1
  * with err (err->retriable tells whether the same batch may succeed

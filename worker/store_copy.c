@@ -179,11 +179,11 @@ static int plan_copy(const struct store_item *items, const size_t *run,
         if (!items[run[i]].is_valid)
             continue;
         for (size_t k = 0; k <= r->additional_domains_count; k++)
-            w[n++] = (struct wanted){
-                .domain =
-                    k == 0 ? r->primary_domain : r->additional_domains[k - 1],
-                .position = i,
-                .is_primary = k == 0};
+            w[n++] =
+                (struct wanted){.domain = k == 0 ? r->primary_domain
+                                                 : r->additional_domains[k - 1],
+                                .position = i,
+                                .is_primary = k == 0};
     }
     qsort(w, n, sizeof(*w), compare_wanted);
     for (size_t i = 0; i < n; i++) {
@@ -256,16 +256,15 @@ static bool put_customer(struct copy_data *d, const struct store_item *item,
     put_text(d, r->company_name, '\t');
     put_text(d, r->primary_domain, '\t');
     put_text(d, additional, '\t');
-    put_text(d,
-             enum_text(mw_mail_platform_names, MW_PLATFORM_COUNT,
-                       r->mail_platform),
-             '\t');
+    put_text(
+        d,
+        enum_text(mw_mail_platform_names, MW_PLATFORM_COUNT, r->mail_platform),
+        '\t');
     put_text(d, enum_text(mw_service_names, MW_SERVICE_COUNT, r->service),
              '\t');
-    put_text(d,
-             enum_text(mw_account_type_names, MW_ACCOUNT_COUNT,
-                       r->account_type),
-             '\t');
+    put_text(
+        d, enum_text(mw_account_type_names, MW_ACCOUNT_COUNT, r->account_type),
+        '\t');
     put_text(d, licenses, '\t');
     put_text(d, r->default_admin_email, '\t');
     put_text(d, r->delivery_destination, '\t');
@@ -391,8 +390,8 @@ static int run_copy(struct store *store, const struct store_copy *copy,
         ExecStatusType status = PQresultStatus(res);
 
         if (status == PGRES_COPY_IN) {
-            const struct copy_data *d = next < COPY_TABLES ? &copy->data[next]
-                                                           : NULL;
+            const struct copy_data *d =
+                next < COPY_TABLES ? &copy->data[next] : NULL;
 
             PQclear(res);
             if (d == NULL) {
