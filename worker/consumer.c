@@ -321,9 +321,9 @@ struct consumer *consumer_new(const struct mw_config *cfg,
          * mock cluster answers an empty fetch only after the whole wait.
          * Prefetch a few batches, not librdkafka's 64 MB: a backlog would
          * otherwise sit in our memory.  The mock cluster ignores
-         * fetch.max.bytes: 64 partitions at 1 MB each peaked at 129 MB;
-         * a larger message than fetch.message.max.bytes still comes:
-         * librdkafka grows this limit until it fits. */
+         * fetch.max.bytes and answers with a whole producer batch of
+         * each partition; a larger message than fetch.message.max.bytes
+         * still comes: librdkafka grows this limit until it fits. */
         const char *const defaults[] = {"group.id",
                                         cfg->group_id,
                                         "partition.assignment.strategy",
