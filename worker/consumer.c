@@ -54,7 +54,8 @@ struct slot {
     struct process_msg *msgs;
     struct mw_arena *arena; /* the msgs' headers and traceparents */
     size_t n;
-    int64_t started; /* monotonic ms when polled */
+    int64_t started;   /* monotonic ms when polled */
+    int64_t committed; /* monotonic ms when process_commit returned */
     /* Written by the committer, read once it said done. */
     int rc;
     struct mw_error err;
@@ -116,6 +117,7 @@ static void *committer_main(void *arg)
         pthread_mutex_unlock(&c->mu);
         mw_error_clear(&s->err);
         s->rc = process_commit(s->process, s->msgs, s->n, &s->stats, &s->err);
+        s->committed = mw_monotonic_ms();
         pthread_mutex_lock(&c->mu);
         c->is_done = true;
         pthread_cond_broadcast(&c->cond);
@@ -170,7 +172,7 @@ static void settle(struct consumer *c)
     store_batch_offsets(c, s);
     destroy_batch(s);
     atomic_store(&mw_metrics.db_ready, 1);
-    metrics_observe_latency_us((mw_monotonic_ms() - s->started) * 1000);
+    metrics_observe_latency_us((s->committed - s->started) * 1000);
     c->backoff = BACKOFF_MIN_MS;
     log_debug("consumer", "batch committed", LF_INT("messages", s->n),
               LF_INT("created", s->stats.created),
