@@ -28,6 +28,7 @@
 #include "consumer.h"
 
 #include "arena.h"
+#include "job_thread.h"
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
@@ -35,7 +36,6 @@
 #include "store.h"
 
 #include <jansson.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,15 +78,8 @@ struct consumer {
      * stops, with librdkafka's reason (which holds no secret). */
     int is_refused;
     char refusal[256];
-    /* The committer: job is the slot in the database (NULL: none), done
-     * once process_commit returned for it. */
-    pthread_t committer;
-    bool has_committer;
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    struct slot *job;
-    bool is_done;
-    bool is_stopping;
+    /* Runs process_commit for the slot in the database. */
+    struct job_thread *committer;
     /* A batch that failed while a revocation waited for it: the poll
      * loop holds it once poll returns. */
     struct slot *failed;
@@ -100,51 +93,14 @@ static void update_kafka_ready(const struct consumer *c)
 static void store_batch_offsets(struct consumer *c, const struct slot *s);
 static void destroy_batch(struct slot *s);
 
-/* The committer's loop: process_commit for each slot handed over. */
-static void *committer_main(void *arg)
+/* The committer's job: claims, encodes and commits a prepared slot. */
+static void commit_slot(void *arg)
 {
-    struct consumer *c = arg;
+    struct slot *s = arg;
 
-    pthread_mutex_lock(&c->mu);
-    for (;;) {
-        struct slot *s;
-
-        while (!c->is_stopping && (c->job == NULL || c->is_done))
-            pthread_cond_wait(&c->cond, &c->mu);
-        if (c->is_stopping)
-            break;
-        s = c->job;
-        pthread_mutex_unlock(&c->mu);
-        mw_error_clear(&s->err);
-        s->rc = process_commit(s->process, s->msgs, s->n, &s->stats, &s->err);
-        s->committed = mw_monotonic_ms();
-        pthread_mutex_lock(&c->mu);
-        c->is_done = true;
-        pthread_cond_broadcast(&c->cond);
-    }
-    pthread_mutex_unlock(&c->mu);
-    return NULL;
-}
-
-/* Hands a prepared slot to the committer; none may be in flight. */
-static void submit(struct consumer *c, struct slot *s)
-{
-    pthread_mutex_lock(&c->mu);
-    c->job = s;
-    c->is_done = false;
-    pthread_cond_broadcast(&c->cond);
-    pthread_mutex_unlock(&c->mu);
-}
-
-/* True unless a batch is in the database. */
-static bool is_idle(struct consumer *c)
-{
-    bool idle;
-
-    pthread_mutex_lock(&c->mu);
-    idle = c->job == NULL || c->is_done;
-    pthread_mutex_unlock(&c->mu);
-    return idle;
+    mw_error_clear(&s->err);
+    s->rc = process_commit(s->process, s->msgs, s->n, &s->stats, &s->err);
+    s->committed = mw_monotonic_ms();
 }
 
 /*
@@ -154,15 +110,8 @@ static bool is_idle(struct consumer *c)
  */
 static void settle(struct consumer *c)
 {
-    struct slot *s;
+    struct slot *s = job_thread_wait(c->committer);
 
-    pthread_mutex_lock(&c->mu);
-    while (c->job != NULL && !c->is_done)
-        pthread_cond_wait(&c->cond, &c->mu);
-    s = c->job;
-    c->job = NULL;
-    c->is_done = false;
-    pthread_mutex_unlock(&c->mu);
     if (s == NULL)
         return;
     if (s->rc != 0) {
@@ -299,8 +248,6 @@ struct consumer *consumer_new(const struct mw_config *cfg,
         goto oom;
     c->cfg = cfg;
     c->backoff = BACKOFF_MIN_MS;
-    pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cond, NULL);
     for (int i = 0; i < 2; i++) {
         struct slot *sl = &c->slots[i];
 
@@ -313,11 +260,9 @@ struct consumer *consumer_new(const struct mw_config *cfg,
         if (sl->arena == NULL || sl->batch == NULL || sl->msgs == NULL)
             goto oom;
     }
-    if (pthread_create(&c->committer, NULL, committer_main, c) != 0) {
-        mw_error_set(err, MW_ERR_SYSTEM, false, "could not start a thread");
+    c->committer = job_thread_new(commit_slot, err);
+    if (c->committer == NULL)
         goto fail;
-    }
-    c->has_committer = true;
     {
         /* A request waits at most fetch.wait.max.ms for its fetch; the
          * mock cluster answers an empty fetch only after the whole wait.
@@ -428,13 +373,7 @@ void consumer_destroy(struct consumer *c)
         rd_kafka_consumer_close(c->rk);
         rd_kafka_destroy(c->rk);
     }
-    if (c->has_committer) {
-        pthread_mutex_lock(&c->mu);
-        c->is_stopping = true;
-        pthread_cond_broadcast(&c->cond);
-        pthread_mutex_unlock(&c->mu);
-        pthread_join(c->committer, NULL);
-    }
+    job_thread_destroy(c->committer);
     for (int i = 0; i < 2; i++) {
         struct slot *sl = &c->slots[i];
 
@@ -444,8 +383,6 @@ void consumer_destroy(struct consumer *c)
         free(sl->batch);
         free(sl->msgs);
     }
-    pthread_mutex_destroy(&c->mu);
-    pthread_cond_destroy(&c->cond);
     free(c);
 }
 
@@ -732,7 +669,7 @@ int consumer_run(struct consumer *c, volatile sig_atomic_t *stop,
         if (hold_any_failed(c, s))
             continue;
         if (s->n == 0) {
-            if (is_idle(c)) {
+            if (job_thread_is_idle(c->committer)) {
                 settle(c);
                 hold_any_failed(c, NULL);
             }
@@ -754,7 +691,7 @@ int consumer_run(struct consumer *c, volatile sig_atomic_t *stop,
             hold_failed(c, s, NULL);
             continue;
         }
-        submit(c, s);
+        job_thread_post(c->committer, s);
         c->next = 1 - c->next;
     }
     settle(c);

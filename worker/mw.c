@@ -125,6 +125,15 @@ void mw_hex_encode(const void *buf, size_t len, char *out)
     out[2 * len] = '\0';
 }
 
+uint64_t mw_hash_text(const char *s)
+{
+    uint64_t h = 14695981039346656037ULL;
+
+    for (; *s != '\0'; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
 /* Namespace of every event id and customer id (documented in README). */
 static const char *const ids_namespace = IDS_NAMESPACE;
 

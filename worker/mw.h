@@ -382,4 +382,7 @@ void mw_sleep_ms_unless(int64_t ms, atomic_int *stop);
  */
 void mw_hex_encode(const void *buf, size_t len, char *out);
 
+/* The 64-bit FNV-1a hash of a string, for open-addressing tables. */
+uint64_t mw_hash_text(const char *s);
+
 #endif

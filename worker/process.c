@@ -34,14 +34,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct process {
+/* What a process and its twin share. */
+struct process_shared {
     const struct mw_config *cfg;
     struct codec *codec;
     /* The codec is one thread's at a time: a twin's prepare on the
      * consumer's thread may overlap its sibling's commit on another. */
-    pthread_mutex_t *codec_lock;
-    bool is_twin; /* shares cfg, codec, its lock, store and offload */
+    pthread_mutex_t codec_lock;
     struct store *store;
+    struct offload *offload; /* the second session; NULL without one */
+};
+
+struct process {
+    struct process_shared *sh;
+    bool is_twin; /* sh is its sibling's */
     struct mw_arena *arena;
     /* Per-batch arrays, grown to the largest batch seen. */
     size_t cap;
@@ -50,41 +56,16 @@ struct process {
     struct store_outbox_row *rows;
     const char **dlq_reasons;
     const char **dlq_errors;
-    /* The second session, NULL without one; which half each item goes
-     * to, the items by half, and the halves' items as claimed. */
-    struct offload *offload;
+    /* With the second session: which half each item goes to, the items
+     * by half, and the halves' items as claimed. */
     unsigned char *half;
     size_t *order;
     struct store_item *split_items;
 };
 
-struct process *process_new(const struct mw_config *cfg, struct codec *codec,
-                            struct store *store, struct mw_error *err)
-{
-    struct process *p = calloc(1, sizeof(*p));
-
-    if (p != NULL) {
-        p->arena = arena_new();
-        p->codec_lock = malloc(sizeof(*p->codec_lock));
-    }
-    if (p == NULL || p->arena == NULL || p->codec_lock == NULL) {
-        if (p != NULL) {
-            arena_destroy(p->arena);
-            free(p->codec_lock);
-        }
-        free(p);
-        mw_error_no_memory(err);
-        return NULL;
-    }
-    pthread_mutex_init(p->codec_lock, NULL);
-    p->cfg = cfg;
-    p->codec = codec;
-    p->store = store;
-    return p;
-}
-
-struct process *process_new_twin(const struct process *sibling,
-                                 struct mw_error *err)
+/* A process with its own batch buffers and sh; NULL when out of memory. */
+static struct process *process_alloc(struct process_shared *sh,
+                                     struct mw_error *err)
 {
     struct process *p = calloc(1, sizeof(*p));
 
@@ -95,12 +76,39 @@ struct process *process_new_twin(const struct process *sibling,
         mw_error_no_memory(err);
         return NULL;
     }
-    p->is_twin = true;
-    p->cfg = sibling->cfg;
-    p->codec = sibling->codec;
-    p->codec_lock = sibling->codec_lock;
-    p->store = sibling->store;
-    p->offload = sibling->offload;
+    p->sh = sh;
+    return p;
+}
+
+struct process *process_new(const struct mw_config *cfg, struct codec *codec,
+                            struct store *store, struct mw_error *err)
+{
+    struct process_shared *sh = calloc(1, sizeof(*sh));
+    struct process *p;
+
+    if (sh == NULL) {
+        mw_error_no_memory(err);
+        return NULL;
+    }
+    p = process_alloc(sh, err);
+    if (p == NULL) {
+        free(sh);
+        return NULL;
+    }
+    pthread_mutex_init(&sh->codec_lock, NULL);
+    sh->cfg = cfg;
+    sh->codec = codec;
+    sh->store = store;
+    return p;
+}
+
+struct process *process_new_twin(const struct process *sibling,
+                                 struct mw_error *err)
+{
+    struct process *p = process_alloc(sibling->sh, err);
+
+    if (p != NULL)
+        p->is_twin = true;
     return p;
 }
 
@@ -109,9 +117,9 @@ void process_destroy(struct process *process)
     if (process == NULL)
         return;
     if (!process->is_twin) {
-        offload_destroy(process->offload);
-        pthread_mutex_destroy(process->codec_lock);
-        free(process->codec_lock);
+        offload_destroy(process->sh->offload);
+        pthread_mutex_destroy(&process->sh->codec_lock);
+        free(process->sh);
     }
     arena_destroy(process->arena);
     free(process->half);
@@ -171,7 +179,7 @@ static int dlq_row(struct process *p, const struct process_msg *m,
 {
     struct kafka_headers_buf hb;
     char partition[16], offset[24], timestamp[24];
-    const char *group = p->cfg->group_id;
+    const char *group = p->sh->cfg->group_id;
     int rc = 0;
 
     snprintf(partition, sizeof(partition), "%d", (int)m->partition);
@@ -231,7 +239,7 @@ static int hash_identity(struct process *p, const struct mw_record *rec,
     const void *id_bytes;
     size_t id_len;
 
-    if (codec_request_identity(p->codec, rec, p->arena, &id_bytes, &id_len,
+    if (codec_request_identity(p->sh->codec, rec, p->arena, &id_bytes, &id_len,
                                err) < 0)
         return -1;
     SHA256(id_bytes, id_len, item->payload_hash);
@@ -253,7 +261,7 @@ static int decode(struct process *p, const struct process_msg *m,
     enum codec_status status;
 
     mw_error_clear(&derr);
-    status = codec_decode(p->codec, m->value, m->value ? m->value_len : 0,
+    status = codec_decode(p->sh->codec, m->value, m->value ? m->value_len : 0,
                           p->arena, rec, &derr);
     if (status == CODEC_OK && rec->type != MW_REC_CUSTOMER_REQUESTED &&
         rec->type != MW_REC_CUSTOMER_TERMINATION_REQUESTED &&
@@ -395,12 +403,12 @@ static int prepare_request(struct process *p, struct mw_record *rec,
     ids_customer_id(rec->u.request.request_id, cid);
     item->customer_id = cid;
     if (rec->u.request.account_type == MW_ACCOUNT_TRIAL) {
-        item->trial_ends_at = now + p->cfg->trial_period_ms;
+        item->trial_ends_at = now + p->sh->cfg->trial_period_ms;
         /* No reminder when disabled or not after the creation. */
-        if (p->cfg->trial_reminder_ms > 0 &&
-            item->trial_ends_at - p->cfg->trial_reminder_ms > now)
+        if (p->sh->cfg->trial_reminder_ms > 0 &&
+            item->trial_ends_at - p->sh->cfg->trial_reminder_ms > now)
             item->trial_reminder_at =
-                item->trial_ends_at - p->cfg->trial_reminder_ms;
+                item->trial_ends_at - p->sh->cfg->trial_reminder_ms;
     }
     return 0;
 oom:
@@ -462,10 +470,10 @@ static int updated_rows(struct process *p, const struct store_item *item,
               LF_STR("msp_id", item->update->msp_id),
               LF_INT("changes", (int64_t)item->changes->count));
     *count = item->is_bought ? 2 : 1;
-    if (events_updated_row(p->codec, p->arena, item, &rows[0], err) < 0)
+    if (events_updated_row(p->sh->codec, p->arena, item, &rows[0], err) < 0)
         return -1;
     return item->is_bought
-               ? events_bought_row(p->codec, p->arena, item, &rows[1], err)
+               ? events_bought_row(p->sh->codec, p->arena, item, &rows[1], err)
                : 0;
 }
 
@@ -495,7 +503,7 @@ static int outcome_row(struct process *p, const struct process_msg *m,
                   LF_STR("request_id", item_request_id(item)),
                   LF_STR("customer_id", item->customer_id),
                   LF_STR("msp_id", item->request->msp_id));
-        return events_created_row(p->codec, p->arena, item, row, err);
+        return events_created_row(p->sh->codec, p->arena, item, row, err);
     case STORE_UPDATED:
         stats->updated++;
         return updated_rows(p, item, row, has_row, err);
@@ -514,12 +522,12 @@ static int outcome_row(struct process *p, const struct process_msg *m,
                   LF_STR("request_id", item_request_id(item)),
                   LF_STR("msp_id", item_msp_id(item)),
                   LF_INT("errors", (int64_t)rej->count));
-        return events_rejected_row(p->codec, p->arena, item, rej, row, err);
+        return events_rejected_row(p->sh->codec, p->arena, item, rej, row, err);
     case STORE_CONFLICT:
         stats->conflicts++;
         rules_reject_conflict(item_request_id(item), rej);
         *has_row = 1;
-        return events_rejected_row(p->codec, p->arena, item, rej, row, err);
+        return events_rejected_row(p->sh->codec, p->arena, item, rej, row, err);
     case STORE_DUPLICATE:
         stats->duplicates++;
         return 0;
@@ -544,7 +552,7 @@ static int rows_of(struct process *p, const struct process_msg *msgs,
 {
     int rc = 0;
 
-    pthread_mutex_lock(p->codec_lock);
+    pthread_mutex_lock(&p->sh->codec_lock);
     for (size_t k = 0; k < n && rc == 0; k++) {
         size_t i = order[k];
         int has_row;
@@ -554,7 +562,7 @@ static int rows_of(struct process *p, const struct process_msg *msgs,
                          &has_row, local, err);
         *nrows += (size_t)has_row;
     }
-    pthread_mutex_unlock(p->codec_lock);
+    pthread_mutex_unlock(&p->sh->codec_lock);
     return rc < 0 ? -1 : 0;
 }
 
@@ -566,15 +574,15 @@ static int claim_on_one_session(struct process *p,
 {
     size_t nrows = 0;
 
-    if (store_batch_claim(p->store, p->items, count, p->arena, err) < 0)
+    if (store_batch_claim(p->sh->store, p->items, count, p->arena, err) < 0)
         return -1;
     for (size_t i = 0; i < count; i++)
         p->order[i] = i;
     if (rows_of(p, msgs, p->order, count, &nrows, local, err) < 0) {
-        store_batch_abort(p->store);
+        store_batch_abort(p->sh->store);
         return -1;
     }
-    return store_batch_finish(p->store, p->rows, nrows, err);
+    return store_batch_finish(p->sh->store, p->rows, nrows, err);
 }
 
 /* ---- The second session ------------------------------------------------ */
@@ -582,8 +590,8 @@ static int claim_on_one_session(struct process *p,
 int process_use_second_session(struct process *p, const char *conninfo,
                                struct mw_error *err)
 {
-    p->offload = offload_new(conninfo, err);
-    return p->offload == NULL ? -1 : 0;
+    p->sh->offload = offload_new(conninfo, err);
+    return p->sh->offload == NULL ? -1 : 0;
 }
 
 /*
@@ -594,8 +602,8 @@ int process_use_second_session(struct process *p, const char *conninfo,
 static int abandon_halves(struct process *p, bool is_a_failed,
                           const struct mw_error *berr, struct mw_error *err)
 {
-    store_batch_abort(p->store);
-    offload_abort(p->offload);
+    store_batch_abort(p->sh->store);
+    offload_abort(p->sh->offload);
     if (!is_a_failed)
         *err = *berr;
     return -1;
@@ -646,22 +654,22 @@ static int claim_on_two_sessions(struct process *p,
               LF_INT("first", (int64_t)na),
               LF_INT("second", (int64_t)(count - na)));
     mw_error_clear(&berr);
-    offload_claim(p->offload, p->split_items + na, count - na);
-    rc_a = store_batch_claim(p->store, p->split_items, na, p->arena, err);
+    offload_claim(p->sh->offload, p->split_items + na, count - na);
+    rc_a = store_batch_claim(p->sh->store, p->split_items, na, p->arena, err);
     if (rc_a == 0) {
         claimed_back(p, 0, na);
         rc_a = rows_of(p, msgs, p->order, na, &nrows, local, err);
     }
-    rc_b = offload_wait(p->offload, &berr);
+    rc_b = offload_wait(p->sh->offload, &berr);
     if (rc_a < 0 || rc_b < 0)
         return abandon_halves(p, rc_a < 0, &berr, err);
     claimed_back(p, na, count);
     rows_a = nrows;
     if (rows_of(p, msgs, p->order + na, count - na, &nrows, local, err) < 0)
         return abandon_halves(p, true, &berr, err);
-    offload_finish(p->offload, p->rows + rows_a, nrows - rows_a);
-    rc_a = store_batch_finish(p->store, p->rows, rows_a, err);
-    rc_b = offload_wait(p->offload, &berr);
+    offload_finish(p->sh->offload, p->rows + rows_a, nrows - rows_a);
+    rc_a = store_batch_finish(p->sh->store, p->rows, rows_a, err);
+    rc_b = offload_wait(p->sh->offload, &berr);
     if (rc_a == 0 && rc_b < 0)
         *err = berr;
     return rc_a < 0 || rc_b < 0 ? -1 : 0;
@@ -680,14 +688,14 @@ int process_prepare(struct process *p, const struct process_msg *msgs,
         return -1;
     }
     arena_reset(p->arena);
-    pthread_mutex_lock(p->codec_lock);
+    pthread_mutex_lock(&p->sh->codec_lock);
     for (size_t i = 0; i < count && rc == 0; i++) {
         p->dlq_reasons[i] = NULL;
         p->dlq_errors[i] = NULL;
         rc = prepare(p, &msgs[i], &p->records[i], &p->items[i],
                      &p->dlq_reasons[i], &p->dlq_errors[i], now, err);
     }
-    pthread_mutex_unlock(p->codec_lock);
+    pthread_mutex_unlock(&p->sh->codec_lock);
     return rc < 0 ? -1 : 0;
 }
 
@@ -699,7 +707,7 @@ int process_commit(struct process *p, const struct process_msg *msgs,
 
     if (count == 0)
         return 0;
-    if (p->offload != NULL &&
+    if (p->sh->offload != NULL &&
         split_batch(p->items, p->records, count, SPLIT_MIN_CREATIONS, p->arena,
                     p->half) == 2) {
         if (claim_on_two_sessions(p, msgs, count, &local, err) < 0)

@@ -22,15 +22,6 @@ struct split {
     size_t mask; /* slots - 1, a power of two minus one */
 };
 
-static uint64_t hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-
-    for (; *s != '\0'; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
 static size_t find(struct split *s, size_t i)
 {
     while (s->parent[i] != i) {
@@ -63,7 +54,7 @@ static void add_key(struct split *s, const char *key, size_t item)
 
     if (key == NULL)
         return;
-    for (at = (size_t)hash(key) & s->mask; s->slots[at].key != NULL;
+    for (at = (size_t)mw_hash_text(key) & s->mask; s->slots[at].key != NULL;
          at = (at + 1) & s->mask) {
         if (strcmp(s->slots[at].key, key) == 0) {
             join(s, s->slots[at].item, item);

@@ -372,15 +372,6 @@ struct domain_slot {
     size_t position;    /* of the first request wanting it, from 1 */
 };
 
-static uint64_t hash_text(const char *s)
-{
-    uint64_t h = 14695981039346656037ULL;
-
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
 /*
  * Appends the domains each valid request of run wants (primary first,
  * each once) to the domain columns, and the positions of the requests
@@ -421,7 +412,7 @@ static int put_domains(struct store *store, const struct store_item *items,
         for (size_t k = 0; k <= r->additional_domains_count; k++) {
             const char *d =
                 k == 0 ? r->primary_domain : r->additional_domains[k - 1];
-            size_t at = (size_t)hash_text(d) & (size - 1);
+            size_t at = (size_t)mw_hash_text(d) & (size - 1);
 
             while (slots[at].domain != NULL && strcmp(slots[at].domain, d) != 0)
                 at = (at + 1) & (size - 1);
