@@ -631,10 +631,20 @@ static json_t *string_json(const char *s)
     return s != NULL ? json_string(s) : json_null();
 }
 
+/* 0001-01-01 and 10000-01-01, in epoch milliseconds. */
+#define FIRST_ISO_MS (-62135596800000LL)
+#define END_ISO_MS 253402300800000LL
+
+/*
+ * A time as an ISO-8601 UTC string; one outside years 1 to 9999, which
+ * such a string cannot hold, as epoch milliseconds (both read back).
+ */
 static json_t *time_json(int64_t ms)
 {
     char text[32];
 
+    if (ms < FIRST_ISO_MS || ms >= END_ISO_MS)
+        return json_integer(ms);
     convert_format_time(ms, text);
     return json_string(text);
 }

@@ -211,6 +211,30 @@ static void epoch_milliseconds_are_accepted_for_times(void **state)
     arena_reset(*state);
 }
 
+/* Times no ISO string can hold print as milliseconds and read back. */
+static void times_beyond_year_9999_print_as_milliseconds(void **state)
+{
+    static const int64_t extremes[] = {INT64_MIN, -62135596800001LL,
+                                       253402300800000LL, INT64_MAX};
+
+    for (size_t i = 0; i < sizeof(extremes) / sizeof(extremes[0]); i++) {
+        json_t *obj = parse(full_request), *out;
+        struct mw_record rec, back;
+        struct mw_error err = {0};
+
+        json_object_set_new(obj, "requested_at", json_integer(extremes[i]));
+        assert_int_equal(convert_record_from_json(obj, *state, &rec, &err), 0);
+        out = convert_record_to_json(&rec);
+        assert_non_null(out);
+        assert_true(json_is_integer(json_object_get(out, "requested_at")));
+        assert_int_equal(convert_record_from_json(out, *state, &back, &err), 0);
+        assert_true(back.u.request.requested_at == extremes[i]);
+        json_decref(out);
+        json_decref(obj);
+        arena_reset(*state);
+    }
+}
+
 static void missing_optional_fields_take_the_schema_defaults(void **state)
 {
     json_t *obj =
@@ -510,6 +534,7 @@ int main(void)
         cmocka_unit_test(time_parsing_is_strict),
         cmocka_unit_test(a_full_request_survives_a_round_trip),
         cmocka_unit_test(epoch_milliseconds_are_accepted_for_times),
+        cmocka_unit_test(times_beyond_year_9999_print_as_milliseconds),
         cmocka_unit_test(missing_optional_fields_take_the_schema_defaults),
         cmocka_unit_test(explicit_nulls_are_null),
         cmocka_unit_test(terminations_are_chosen_by_type),
